@@ -1,0 +1,37 @@
+"""Latent noise drawn from scene coordinates (DESIGN.md, Tiling).
+
+The value at latent channel c, global latent row y and column x depends only on (seed, step, c,
+y, x): a counter-based generator (SplitMix64 hashing + Box-Muller). Overlapping tiles therefore
+see identical noise, and a result does not depend on the tile size or overlap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_OFFSET = 1 << 24  # keeps negative coordinates (halo beyond the scene's top-left) distinct
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def scene_noise(seed: int, channels: int, y0: int, x0: int, height: int, width: int, step: int = 0) -> np.ndarray:
+    """Standard-normal noise (channels, height, width) float32 for the latent window whose
+    top-left global latent coordinate is (y0, x0)."""
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+        key = _splitmix64(np.array([key ^ np.uint64(step)], dtype=np.uint64))[0]
+        c = np.arange(channels, dtype=np.uint64)[:, None, None]
+        y = (np.arange(height, dtype=np.int64) + y0 + _OFFSET).astype(np.uint64)[None, :, None]
+        x = (np.arange(width, dtype=np.int64) + x0 + _OFFSET).astype(np.uint64)[None, None, :]
+        counter = (c << np.uint64(50)) | (y << np.uint64(25)) | x
+        h1 = _splitmix64(counter ^ key)
+        h2 = _splitmix64(h1 ^ np.uint64(0xD1B54A32D192ED03))
+    # 53-bit uniforms in (0, 1] and [0, 1)
+    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) / 9007199254740992.0
+    u2 = (h2 >> np.uint64(11)).astype(np.float64) / 9007199254740992.0
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.float32)

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real data in ../shared, a tiny model, synthetic GeoTIFFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or a skip where the folder is absent (CI always has it)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def geotiff_dir(shared_data: Path) -> Path:
+    return shared_data / "geotiff"
+
+
+@pytest.fixture
+def tiny_model():
+    import torch
+
+    import rsisr
+
+    torch.manual_seed(0)
+    return rsisr.build_model("tiny").eval()
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path, tiny_model):
+    import rsisr
+
+    path = tmp_path / "tiny.safetensors"
+    rsisr.save_model(tiny_model, path)
+    return path
+
+
+@pytest.fixture
+def make_geotiff(tmp_path):
+    """Factory: write a synthetic GeoTIFF and return its path."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    counter = {"n": 0}
+
+    def make(
+        width: int = 64, height: int = 48, count: int = 3, dtype: str = "uint8", crs: str | None = "EPSG:32633",
+        transform=None, nodata=None, data: np.ndarray | None = None, name: str | None = None, **profile,
+    ) -> Path:
+        counter["n"] += 1
+        path = tmp_path / (name or f"synthetic_{counter['n']}.tif")
+        if data is None:
+            rng = np.random.default_rng(counter["n"])
+            info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+            hi = min(info.max, 255) if info is not None else 1.0
+            yy, xx = np.mgrid[0:height, 0:width]
+            base = (np.sin(xx / 5.0) + np.cos(yy / 7.0) + 2) / 4 * hi
+            data = np.stack([base * (0.5 + 0.5 * b / max(count, 1)) for b in range(count)])
+            data = (data + rng.normal(0, hi * 0.02, data.shape)).clip(0, hi).astype(dtype)
+        meta = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
+                    transform=transform or from_origin(500000.0, 5000000.0, 10.0, 10.0), nodata=nodata)
+        meta.update(profile)
+        with rasterio.open(path, "w", **meta) as dst:
+            dst.write(data)
+        return path
+
+    return make
