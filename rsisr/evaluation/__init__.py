@@ -1,0 +1,1 @@
+"""Evaluation: PSNR, SSIM, LPIPS, FID, runtime and figures (`rsisr evaluate`)."""

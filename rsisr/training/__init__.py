@@ -1,0 +1,1 @@
+"""Training of both LCMSR stages (`rsisr train ae`, `rsisr train lcm`)."""
