@@ -18,6 +18,7 @@ from rsisr.errors import RsisrError
 #: command name -> (module, attribute, one-line help shown by ``rsisr --help``)
 COMMANDS = {
     "info": ("rsisr_cli.info", "info", "Show a model's configuration and parameter counts."),
+    "train": ("rsisr_cli.train", "train", "Train LCMSR on your imagery: stage 1 (ae), then stage 2 (lcm)."),
 }
 
 

@@ -1,0 +1,90 @@
+"""``rsisr train ae`` and ``rsisr train lcm``: the two LCMSR training stages."""
+
+from __future__ import annotations
+
+import click
+
+from rsisr_cli.options import configure_logging, device_option, verbosity_options
+
+
+def _common_options(f):
+    """Options both stages take (in the order ``--help`` shows them)."""
+    options = [
+        click.option("--data", type=click.Path(file_okay=False), default=None,
+                     help="Folder of training images (PNG, JPEG, TIFF, GeoTIFF). Required unless --resume."),
+        click.option("--out", type=click.Path(file_okay=False), required=True,
+                     help="Run directory: config, checkpoints, metrics.csv, losses.png, model.safetensors."),
+        click.option("--val", type=click.Path(file_okay=False), default=None,
+                     help="Validation folder. Default: a fixed held-out share of --data."),
+        click.option("--preset", default=None, help="Model preset: paper, small (default) or tiny."),
+        click.option("--config", "config_files", multiple=True, type=click.Path(dir_okay=False),
+                     help="Training config, YAML or JSON (repeatable; later files win)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override one config key, e.g. --set data.crop=128 (repeatable)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Train for this many steps."),
+        click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Train for this many passes over the data (default 200, the paper's)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate."),
+        device_option,
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+                     help="Autocast precision (default fp32; fp16 only on CUDA)."),
+        click.option("--workers", type=click.IntRange(min=0), default=None,
+                     help="Data loader processes (default: 0 on the CPU, up to 8 on a GPU)."),
+        click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training passes."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        verbosity_options,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, epochs, batch_size, lr, device,
+         precision, workers, compile_, resume, verbose, quiet, ae=None, extra=None) -> None:
+    from rsisr.training import train
+
+    if max_steps is not None and epochs is not None:
+        raise click.UsageError("give --max-steps or --epochs, not both")
+    configure_logging(verbose, quiet)
+    flags = {
+        f"{stage}.max_steps": max_steps, f"{stage}.epochs": epochs, f"{stage}.batch_size": batch_size,
+        f"{stage}.lr": lr, "run.precision": precision, "run.workers": workers, "run.compile": compile_,
+        **(extra or {}),
+    }
+    if device != "auto" or not resume:
+        flags["run.device"] = device
+    path = train(stage, out, data=data, val=val, ae=ae, preset=preset, config_files=config_files, sets=sets,
+                 flags=flags, resume=resume, progress=not quiet)
+    click.echo(f"model written to {path}", err=True)
+
+
+@click.group()
+def train() -> None:
+    """Train LCMSR on your own imagery: `ae` (stage 1), then `lcm` (stage 2)."""
+
+
+@train.command("ae")
+@_common_options
+def train_ae(**kwargs) -> None:
+    """Stage 1: train the residual autoencoder (L1, then L1 + KL + PatchGAN).
+
+    Writes RUN_DIR/model.safetensors, the input of `rsisr train lcm --ae`.
+    """
+    _run("ae", **kwargs)
+
+
+@train.command("lcm")
+@click.option("--ae", "ae", type=click.Path(dir_okay=False), default=None,
+              help="The stage-1 autoencoder: RUN_DIR/model.safetensors of `rsisr train ae`.")
+@click.option("--no-kd", is_flag=True, help="Drop the KD loss (ablation 'w/o KD', paper Table III).")
+@click.option("--no-consistency", is_flag=True,
+              help="Replace L_CT by L1(f(z_t), z0) (ablation 'w/o consistency', paper Table III).")
+@_common_options
+def train_lcm(ae, no_kd, no_consistency, **kwargs) -> None:
+    """Stage 2: train CondNet + UNet with the consistency (Eq. 9) and KD (Eq. 5) losses.
+
+    Writes RUN_DIR/model.safetensors (EMA weights), the model `rsisr upscale --model` takes.
+    """
+    extra = {"lcm.kd": False if no_kd else None, "lcm.consistency": False if no_consistency else None}
+    _run("lcm", ae=ae, extra=extra, **kwargs)

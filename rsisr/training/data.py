@@ -1,0 +1,257 @@
+"""Training data: a folder of images -> random HR crops in [-1, 1], deterministic per position.
+
+Every sample is a pure function of (seed, stream position): the data order is a fixed
+permutation per pass (epoch) and the crop, flips and rotation of a sample come from a generator
+keyed on (seed, position). A resumed run therefore continues the exact same stream, whatever the
+number of loader workers. LR images are made from the HR batch on the training device by
+:func:`rsisr.imageops.bicubic_down` (see :func:`make_lr`).
+
+PNG/JPEG are read with Pillow, TIFF/GeoTIFF with rasterio (random windows; the first three
+bands, a single band replicated; non-uint8 values scaled as ``rsisr upscale`` does, with
+:func:`rsisr.radiometry.resolve_scaling` on a decimated read of the whole raster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from rsisr.errors import InputError
+from rsisr.radiometry import Scaling, resolve_scaling
+
+log = logging.getLogger(__name__)
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+RASTER_SUFFIXES = (".tif", ".tiff")
+SUFFIXES = PIL_SUFFIXES + RASTER_SUFFIXES
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One usable training image: where it is, its size and (rasters) its value scaling."""
+
+    path: str
+    height: int
+    width: int
+    scaling: Scaling | None = None  # None: 8-bit, read by Pillow or a uint8 raster
+
+
+@dataclass
+class FolderScan:
+    images: list[ImageRecord]
+    unreadable: int
+    too_small: int
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted); InputError if missing or holding none."""
+    folder = Path(folder)
+    if not str(folder) or not folder.is_dir():
+        raise InputError(f"data folder {str(folder)!r} does not exist; pass a folder of PNG, JPEG or GeoTIFF images")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if not files:
+        raise InputError(
+            f"data folder {folder} holds no images ({', '.join(SUFFIXES)}); pass a folder of training images"
+        )
+    return files
+
+
+def _scan_one(path: Path, scale: str) -> ImageRecord:
+    """Open ``path`` far enough to know it is readable; raises on anything unreadable."""
+    if path.suffix.lower() in PIL_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()  # a truncated file fails here, not in the middle of training
+            return ImageRecord(str(path), im.height, im.width)
+    import rasterio
+
+    with rasterio.open(path) as src:
+        bands = _bands(src.count)
+        scaling = None
+        if np.dtype(src.dtypes[0]) != np.uint8:
+            step = max(1, max(src.height, src.width) // 512)
+            shape = (len(bands), max(1, src.height // step), max(1, src.width // step))
+            sample = src.read(bands, out_shape=shape)
+            valid = src.dataset_mask(out_shape=shape[1:]) > 0
+            scaling = resolve_scaling(scale, src.dtypes[0], len(bands), sample, valid)
+        return ImageRecord(str(path), src.height, src.width, scaling)
+
+
+def _bands(count: int) -> list[int]:
+    """1-based band indexes read: the first three (one band is replicated later)."""
+    return [1, 2, 3] if count >= 3 else [1]
+
+
+def scan_folder(folder: str | Path, crop: int, scale: str = "auto") -> FolderScan:
+    """Readable images of at least ``crop`` x ``crop``; unreadable ones are skipped and counted.
+
+    InputError: no images, none readable, or every readable one smaller than the crop.
+    """
+    files = list_images(folder)
+    images, unreadable, too_small = [], 0, 0
+    for path in files:
+        try:
+            rec = _scan_one(path, scale)
+        except Exception as exc:  # Pillow and GDAL raise many types for broken files
+            log.warning("skipping unreadable image %s (%s)", path, exc)
+            unreadable += 1
+            continue
+        if rec.height < crop or rec.width < crop:
+            too_small += 1
+            continue
+        images.append(rec)
+    if unreadable:
+        log.warning("%d of %d images in %s are unreadable and were skipped", unreadable, len(files), folder)
+    if too_small:
+        log.info("%d images in %s are smaller than the %d px crop and were skipped", too_small, folder, crop)
+    if not images:
+        if unreadable == len(files):
+            raise InputError(f"none of the {len(files)} images in {folder} is readable")
+        raise InputError(
+            f"every readable image in {folder} is smaller than the {crop}x{crop} crop "
+            f"({too_small} too small, {unreadable} unreadable); use larger images or a smaller crop (--set data.crop=N)"
+        )
+    return FolderScan(images, unreadable, too_small)
+
+
+def is_held_out(path: str, root: str | Path, fraction: float) -> bool:
+    """The fixed validation split: a file is held out when a hash of its path relative to the
+    data folder falls below ``fraction`` (stable when files are added or removed)."""
+    rel = Path(path).relative_to(root).as_posix()
+    h = int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16)
+    return h / 2**32 < fraction
+
+
+def split(images: list[ImageRecord], root: str | Path, fraction: float) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(train, val) by :func:`is_held_out`; everything trains if the split would leave no training image."""
+    val = [r for r in images if is_held_out(r.path, root, fraction)]
+    train = [r for r in images if not is_held_out(r.path, root, fraction)]
+    if not train:
+        return images, []
+    return train, val
+
+
+def read_window(rec: ImageRecord, top: int, left: int, size: int, with_mask: bool = False):
+    """(3, size, size) float32 in [0, 1] (and the valid fraction when ``with_mask``)."""
+    if rec.path.lower().endswith(PIL_SUFFIXES):
+        from PIL import Image
+
+        with Image.open(rec.path) as im:
+            im = im.convert("RGB").crop((left, top, left + size, top + size))
+            arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return (arr, 1.0) if with_mask else arr
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(rec.path) as src:
+        window = Window(left, top, size, size)
+        values = src.read(_bands(src.count), window=window)
+        arr = values.astype(np.float32) / 255.0 if rec.scaling is None else rec.scaling.forward(values)
+        valid = float((src.dataset_mask(window=window) > 0).mean()) if with_mask else 1.0
+    if arr.shape[0] == 1:
+        arr = np.repeat(arr, 3, axis=0)
+    return (arr, valid) if with_mask else arr
+
+
+def augment(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random horizontal flip, vertical flip and 90-degree rotation (the 8 dihedral transforms)."""
+    if rng.random() < 0.5:
+        arr = arr[:, :, ::-1]
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1, :]
+    return np.rot90(arr, k=int(rng.integers(4)), axes=(1, 2))
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """``dataset[(image_index, position)]`` -> (3, crop, crop) float32 HR in [-1, 1].
+
+    The crop window and augmentation depend only on (seed, position).
+    """
+
+    def __init__(self, images: list[ImageRecord], crop: int, seed: int, min_valid: float = 0.9):
+        self.images = images
+        self.crop = crop
+        self.seed = seed
+        self.min_valid = min_valid
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        index, position = key
+        rec = self.images[index]
+        rng = np.random.default_rng([self.seed, 1, position])
+        for attempt in range(10):  # redraw windows that are mostly nodata (GeoTIFF collars)
+            top = int(rng.integers(rec.height - self.crop + 1))
+            left = int(rng.integers(rec.width - self.crop + 1))
+            arr, valid = read_window(rec, top, left, self.crop, with_mask=True)
+            if valid >= self.min_valid:
+                break
+        arr = augment(arr, rng)
+        return torch.from_numpy(np.ascontiguousarray(arr)) * 2.0 - 1.0
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """Infinite stream of (image_index, position) from ``start``: pass e is a permutation of
+    the images drawn from (seed, e). ``position // n`` is the (fractional) epoch."""
+
+    def __init__(self, n: int, seed: int, start: int = 0):
+        self.n = n
+        self.seed = seed
+        self.start = start
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, 0, epoch]).permutation(self.n)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        position = self.start
+        epoch, perm = -1, None
+        while True:
+            e, i = divmod(position, self.n)
+            if e != epoch:
+                epoch, perm = e, self.permutation(e)
+            yield int(perm[i]), position
+            position += 1
+
+
+def _worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: CropDataset, batch_size: int, start_position: int, workers: int, pin: bool) -> Iterator[torch.Tensor]:
+    """Batches of (B, 3, crop, crop) from stream position ``start_position`` on."""
+    sampler = StreamSampler(len(dataset), dataset.seed, start_position)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
+        worker_init_fn=_worker_init if workers else None, persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)
+
+
+def load_val_set(images: list[ImageRecord], crop: int, count: int) -> torch.Tensor | None:
+    """Centre crops of up to ``count`` images, evenly spread over the list: (N, 3, crop, crop) in [-1, 1]."""
+    if not images or count == 0:
+        return None
+    idx = np.unique(np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int))
+    crops = []
+    for i in idx:
+        rec = images[i]
+        arr = read_window(rec, (rec.height - crop) // 2, (rec.width - crop) // 2, crop)
+        crops.append(torch.from_numpy(np.ascontiguousarray(arr)))
+    return torch.stack(crops) * 2.0 - 1.0
+
+
+def make_lr(hr: torch.Tensor) -> torch.Tensor:
+    """THE degradation (:func:`rsisr.imageops.bicubic_down`, antialiased bicubic /4, as
+    ``rsisr evaluate``), clamped to [-1, 1] like every input the model sees at inference."""
+    from rsisr.imageops import bicubic_down
+
+    return bicubic_down(hr, 4).clamp(-1.0, 1.0)

@@ -1,0 +1,159 @@
+"""One call per training run: resolve the config, check the inputs, build the stage, train."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from rsisr.errors import CheckpointError, ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    stage: str,
+    out: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    val: str | os.PathLike | None = None,
+    ae: str | os.PathLike | None = None,
+    preset: str | None = None,
+    config_files: Sequence[str | os.PathLike] = (),
+    sets: Sequence[str] | Mapping[str, Any] = (),
+    flags: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[int, dict], None] | None = None,
+) -> Path:
+    """Train stage ``ae`` or ``lcm`` into the run directory ``out``; returns ``out/model.safetensors``.
+
+    ``flags``: dotted config keys set by dedicated options (e.g. ``{"ae.batch_size": 4}``);
+    ``sets``: ``key=value`` strings or a mapping of dotted keys. See :mod:`rsisr.training.config`.
+    Raises :class:`~rsisr.errors.RsisrError` subclasses for every input a user can get wrong.
+    """
+    import torch
+    import yaml
+
+    from rsisr.checkpoint import file_sha256, load_autoencoder
+    from rsisr.device import resolve_device
+    from rsisr.training import common, config as tconfig
+    from rsisr.training.data import CropDataset, load_val_set, make_loader, scan_folder, split
+
+    out = Path(out)
+    common.prepare_run_dir(out, resume)
+    stored = None
+    if resume:
+        stored = yaml.safe_load((out / "config.yaml").read_text())
+        if not isinstance(stored, dict) or stored.get("stage") != stage:
+            raise ConfigError(
+                f"--resume: {out} holds a run of stage {stored.get('stage') if isinstance(stored, dict) else '?'}, "
+                f"not {stage}"
+            )
+
+    flags = dict(flags or {})
+    if data is not None:
+        flags["data.train"] = str(Path(data).resolve())
+    if val is not None:
+        flags["data.val"] = str(Path(val).resolve())
+    autoencoder = None
+    base_model = None
+    if stage == "lcm":
+        ae_path = ae if ae is not None else (stored or {}).get("lcm", {}).get("ae")
+        if not ae_path:
+            raise InputError("rsisr train lcm needs --ae PATH: the model.safetensors of an `rsisr train ae` run")
+        autoencoder = load_autoencoder(ae_path)
+        base_model = autoencoder.full_config
+        flags["lcm.ae"] = str(Path(ae_path).resolve())
+
+    set_map = tconfig.parse_set(sets) if not isinstance(sets, Mapping) else dict(sets)
+    files = [tconfig.load_config_file(f) for f in config_files]
+    cfg = tconfig.resolve(stage, base=stored, preset=preset, files=files, sets=set_map, flags=flags,
+                          base_model=base_model)
+    if stage == "lcm" and cfg.model.autoencoder != autoencoder.config:
+        raise ConfigError(
+            "model.autoencoder differs from the autoencoder in --ae; stage 2 uses the stage-1 model as "
+            "trained: drop the model.autoencoder overrides (and --preset, or use the preset the autoencoder was trained with)"
+        )
+    if resume:
+        diffs = tconfig.config_differences(stored, cfg.to_dict())
+        if diffs:
+            key, was, now = diffs[0]
+            raise ConfigError(
+                f"--resume: {out} was started with {key}={was!r}, this command gives {key}={now!r}"
+                f"{f' (and {len(diffs) - 1} more differences)' if len(diffs) > 1 else ''}; "
+                "resume with the run's own config or start a new --out"
+            )
+    if not cfg.data.train:
+        raise InputError("--data is needed: a folder of training images")
+
+    # Data (before anything is written, so bad input leaves no run directory behind).
+    scan = scan_folder(cfg.data.train, cfg.data.crop, cfg.data.scale)
+    if cfg.data.val:
+        train_images = scan.images
+        try:
+            val_images = scan_folder(cfg.data.val, cfg.data.crop, cfg.data.scale).images
+        except InputError as exc:
+            raise InputError(f"--val: {exc}") from None
+    else:
+        train_images, val_images = split(scan.images, cfg.data.train, cfg.data.val_fraction)
+    log.info("%d training images, %d validation images (%d unreadable and %d smaller than the crop skipped)",
+             len(train_images), len(val_images), scan.unreadable, scan.too_small)
+    total_steps = cfg.total_steps(len(train_images))
+    device = resolve_device(cfg.run.device)
+    if cfg.run.precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 training needs CUDA; use --precision bf16 or fp32 on the CPU")
+    workers = cfg.run.workers if cfg.run.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
+
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    rsisr_log = logging.getLogger("rsisr")
+    rsisr_log.addHandler(handler)
+    previous_level = rsisr_log.level
+    if rsisr_log.getEffectiveLevel() > logging.INFO:
+        rsisr_log.setLevel(logging.INFO)
+    try:
+        if scan.unreadable:
+            log.warning("%d unreadable images in %s were skipped", scan.unreadable, cfg.data.train)
+        config_yaml = cfg.to_yaml()
+        (out / "config.yaml").write_text(config_yaml)
+        common.seed_everything(cfg.train.seed)
+        s = cfg.stage_config
+        dataset = CropDataset(train_images, cfg.data.crop, cfg.train.seed, cfg.data.min_valid)
+        if stage == "ae":
+            from rsisr.training.ae import AETrainer
+
+            trainer = AETrainer(cfg, device, total_steps)
+        else:
+            from rsisr.training.lcm import LCMTrainer
+
+            trainer = LCMTrainer(cfg, device, autoencoder)
+        start_step = 0
+        if resume:
+            ckpt_path = common.latest_checkpoint(out)
+            state = common.load_checkpoint(ckpt_path)
+            if stage == "lcm" and state["trainer"].get("ae_sha256") not in (None, file_sha256(cfg.lcm.ae)):
+                raise CheckpointError(f"--ae {cfg.lcm.ae} has changed since this run started; resume with the original file")
+            trainer.load_state_dict(state["trainer"])
+            common.set_rng_state(state["rng"])
+            start_step = int(state["step"])
+            log.info("resuming from %s (step %d of %d)", ckpt_path, start_step, total_steps)
+        elif stage == "lcm":
+            scale_loader = make_loader(CropDataset(train_images, cfg.data.crop, cfg.train.seed + 7, cfg.data.min_valid),
+                                       s.batch_size, 0, 0, False)
+            trainer.measure_scale(next(scale_loader) for _ in range(s.scale_batches))
+        if stage == "lcm":
+            trainer.ae_sha256 = file_sha256(cfg.lcm.ae)
+        loader = make_loader(dataset, s.batch_size, start_step * s.batch_size, workers, device.type == "cuda")
+        val_hr = load_val_set(val_images, cfg.data.crop, cfg.data.val_images)
+        return common.fit(
+            trainer, run_dir=out, loader=loader, start_step=start_step, total_steps=total_steps,
+            batch_size=s.batch_size, n_train=len(train_images), val_hr=val_hr, config_yaml=config_yaml,
+            train_cfg=cfg.train, progress=progress, callback=callback,
+        )
+    finally:
+        rsisr_log.removeHandler(handler)
+        rsisr_log.setLevel(previous_level)
+        handler.close()

@@ -1,0 +1,203 @@
+"""`rsisr train ae` / `rsisr train lcm` on the tiny preset: smoke runs, outputs, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rsisr_cli.main import cli
+
+#: Fast settings for every test run: tiny model, small crops, a small discriminator.
+FAST = ["--preset", "tiny", "--batch-size", "2", "--set", "data.crop=64", "--set", "train.log_every=1",
+        "--set", "ae.disc_channels=8", "--set", "ae.disc_start=1", "-q"]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _invoke(args: list[str]):
+    result = CliRunner().invoke(cli, args)
+    return result
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    """Six synthetic 96x96 RGB images: four PNG, two JPEG."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for i in range(6):
+        base = np.stack([np.sin(xx / (3 + i + c)) + np.cos(yy / (4 + c)) for c in range(3)], axis=-1)
+        img = ((base + 2) / 4 * 200 + rng.normal(0, 8, base.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / (f"img{i}.png" if i < 4 else f"img{i}.jpg"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ae_run(image_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ae"
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(out), "--max-steps", "3", *FAST,
+                      "--set", "data.val_fraction=0.3", "--set", "train.val_every=3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_ae_smoke_run_writes_everything(ae_run):
+    import rsisr
+
+    for name in ("config.yaml", "metrics.csv", "losses.png", "model.safetensors", "train.log"):
+        assert (ae_run / name).is_file(), name
+    assert sorted(p.name for p in (ae_run / "checkpoints").iterdir()) == ["step_00000003.pt"]
+    rows = _rows(ae_run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert math.isfinite(float(r["loss"])) and math.isfinite(float(r["l1"])) and float(r["samples_per_s"]) > 0
+    # L1 only before ae.disc_start=1, then the adversarial terms.
+    assert rows[0]["g"] == "" and rows[1]["g"] != "" and rows[2]["d"] != ""
+    assert float(rows[-1]["val_psnr"]) > 5 and float(rows[-1]["bicubic_psnr"]) > 20
+    ae = rsisr.load_autoencoder(ae_run / "model.safetensors")
+    assert ae.full_config.preset == "tiny"
+    state = torch.load(ae_run / "checkpoints" / "step_00000003.pt", weights_only=True)
+    assert state["step"] == 3 and {"torch", "numpy", "python"} <= set(state["rng"])
+    assert set(state["trainer"]["optimizers"]) == {"ae", "disc"}
+
+
+def test_lcm_smoke_run_and_upscale(ae_run, image_dir, tmp_path):
+    import rsisr
+
+    out = tmp_path / "lcm"
+    result = _invoke(["train", "lcm", "--data", str(image_dir), "--ae", str(ae_run / "model.safetensors"),
+                      "--out", str(out), "--max-steps", "2", *FAST, "--set", "data.val_fraction=0.3"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "ct", "kd"))
+    assert rows[-1]["val_psnr"] != ""
+    model = rsisr.load_model(out / "model.safetensors")
+    assert float(model.scale_factor) > 0 and float(model.scale_factor) != 1.0
+    # The decoder is the autoencoder's, frozen; the exported weights are the EMA's.
+    ae = rsisr.load_autoencoder(ae_run / "model.safetensors")
+    for k, v in ae.decoder.state_dict().items():
+        assert torch.equal(model.decoder.state_dict()[k], v), k
+    state = torch.load(next((out / "checkpoints").iterdir()), weights_only=True)
+    ema = state["trainer"]["models"]["ema"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(ema[k], v), k
+    sr = model.upscale(np.full((12, 20, 3), 128, np.uint8), seed=0)
+    assert sr.shape == (48, 80, 3) and sr.dtype == np.uint8
+
+
+def test_resume_equals_uninterrupted(image_dir, tmp_path):
+    """4 steps at once == 2 steps, then --resume to 4 (losses equal to 1e-6, here exactly)."""
+    common = ["--data", str(image_dir), *FAST, "--set", "train.checkpoint_every=2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _invoke(["train", "ae", "--out", str(full), "--max-steps", "4", *common]).exit_code == 0
+    assert _invoke(["train", "ae", "--out", str(part), "--max-steps", "2", *common]).exit_code == 0
+    result = _invoke(["train", "ae", "--out", str(part), "--max-steps", "4", "--resume", *common])
+    assert result.exit_code == 0, result.output
+    a, b = _rows(full), _rows(part)
+    assert [r["step"] for r in b] == ["1", "2", "3", "4"]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "l1", "kl", "g", "d"):
+            if ra[key] or rb[key]:
+                assert abs(float(ra[key]) - float(rb[key])) <= 1e-6, (ra["step"], key, ra[key], rb[key])
+
+
+def test_lcm_resume_equals_uninterrupted(ae_run, image_dir, tmp_path):
+    common = ["--data", str(image_dir), "--ae", str(ae_run / "model.safetensors"), *FAST,
+              "--set", "train.checkpoint_every=2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _invoke(["train", "lcm", "--out", str(full), "--max-steps", "4", *common]).exit_code == 0
+    assert _invoke(["train", "lcm", "--out", str(part), "--max-steps", "2", *common]).exit_code == 0
+    result = _invoke(["train", "lcm", "--out", str(part), "--max-steps", "4", "--resume", *common])
+    assert result.exit_code == 0, result.output
+    a, b = _rows(full), _rows(part)
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):
+        for key in ("loss", "ct", "kd"):
+            assert abs(float(ra[key]) - float(rb[key])) <= 1e-6, (ra["step"], key, ra[key], rb[key])
+    import rsisr
+
+    ma = rsisr.load_model(full / "model.safetensors").state_dict()
+    mb = rsisr.load_model(part / "model.safetensors").state_dict()
+    assert all(torch.allclose(ma[k], mb[k], atol=1e-6) for k in ma)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line, exit 1
+
+
+def test_missing_and_empty_data_folder(tmp_path):
+    result = _invoke(["train", "ae", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), *FAST])
+    _one_line_error(result, "does not exist")
+    (tmp_path / "empty").mkdir()
+    result = _invoke(["train", "ae", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), *FAST])
+    _one_line_error(result, "holds no images")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_image_smaller_than_crop(image_dir, tmp_path):
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(tmp_path / "run"), *FAST,
+                      "--set", "data.crop=128"])
+    _one_line_error(result, "smaller than the 128x128 crop")
+
+
+def test_unreadable_images_are_skipped_and_counted(image_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(image_dir, data)
+    (data / "broken.png").write_bytes(b"not a png")
+    (data / "truncated.jpg").write_bytes((image_dir / "img4.jpg").read_bytes()[:200])
+    out = tmp_path / "run"
+    result = _invoke(["train", "ae", "--data", str(data), "--out", str(out), "--max-steps", "1", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "2 unreadable images" in (out / "train.log").read_text()
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    (only_broken / "a.png").write_bytes(b"junk")
+    result = _invoke(["train", "ae", "--data", str(only_broken), "--out", str(tmp_path / "r2"), *FAST])
+    _one_line_error(result, "none of the 1 images", "readable")
+
+
+def test_ae_file_that_is_not_an_autoencoder(image_dir, tmp_path, tiny_model_file):
+    for bad in (tiny_model_file, tmp_path / "missing.safetensors"):
+        result = _invoke(["train", "lcm", "--data", str(image_dir), "--ae", str(bad), "--out", str(tmp_path / "r"), *FAST])
+        _one_line_error(result)
+    result = _invoke(["train", "lcm", "--data", str(image_dir), "--ae", str(tiny_model_file), "--out", str(tmp_path / "r"), *FAST])
+    assert "autoencoder" in result.output
+
+
+def test_resume_with_a_different_config(ae_run, image_dir):
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(ae_run), "--max-steps", "3", *FAST,
+                      "--set", "data.val_fraction=0.3", "--set", "train.val_every=3", "--lr", "0.001", "--resume"])
+    _one_line_error(result, "ae.lr")
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(ae_run), *FAST])
+    _one_line_error(result, "--resume")
+
+
+def test_unknown_config_keys_are_named(image_dir, tmp_path):
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(tmp_path / "r"), *FAST, "--set", "ae.lrr=1"])
+    _one_line_error(result, "ae.lrr")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  unet:\n    chh: 3\n")
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(tmp_path / "r"), "--config", str(cfg), *FAST])
+    _one_line_error(result, "model.unet.chh")
