@@ -19,6 +19,7 @@ from rsisr.errors import RsisrError
 COMMANDS = {
     "info": ("rsisr_cli.info", "info", "Show a model's configuration and parameter counts."),
     "train": ("rsisr_cli.train", "train", "Train LCMSR on your imagery: stage 1 (ae), then stage 2 (lcm)."),
+    "upscale": ("rsisr_cli.upscale", "upscale", "Super-resolve a GeoTIFF by 4x, tiled, georeferenced, in bounded memory."),
 }
 
 

@@ -25,6 +25,45 @@ steps_option = click.option(
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 
 
+def upscale_options(f):
+    """Every option of ``rsisr upscale`` (model, tiling, device, bands, area, radiometry, output).
+
+    Their parameter names are :func:`rsisr.upscale.upscale_file`'s keywords, except ``--model``
+    whose value arrives as ``model_path``; commands that upscale pass them through unchanged.
+    The defaults shown come from :mod:`rsisr.upscale` (kept in sync by ``tests/test_upscale_cli.py``).
+    """
+    options = [
+        model_option,
+        click.option("--tile", type=click.IntRange(min=1), default=128, show_default=True,
+                     help="Tile side in input pixels (aligned to the model's multiple)."),
+        click.option("--overlap", type=click.IntRange(min=0), default=16, show_default=True,
+                     help="Overlap of neighbouring tiles in input pixels; --tile must exceed twice it."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Tiles per model call (halved automatically when the GPU runs out of memory)."),
+        steps_option,
+        seed_option,
+        device_option,
+        precision_option,
+        click.option("--bands", default=None, metavar="R,G,B",
+                     help="1-based bands to use as red, green, blue (or one band). Default: 1,2,3."),
+        click.option("--bounds", nargs=4, type=float, default=None, metavar="XMIN YMIN XMAX YMAX",
+                     help="Only upscale this area (in --bounds-crs)."),
+        click.option("--bounds-crs", default=None, metavar="CRS",
+                     help="CRS of --bounds, e.g. EPSG:4326. Default: the raster's CRS."),
+        click.option("--aoi", type=click.Path(dir_okay=False), default=None,
+                     help="Only upscale the bounding box of the polygons in this vector file (GeoJSON, GPKG, ...)."),
+        click.option("--scale", default="auto", show_default=True, metavar="auto|none|MIN,MAX",
+                     help="Value scaling of non-uint8 rasters: per-band percentiles, the dtype's range, or MIN,MAX."),
+        click.option("--co", "co", multiple=True, metavar="KEY=VALUE",
+                     help="GDAL creation option (repeatable), e.g. --co COMPRESS=ZSTD."),
+        click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews."),
+        overwrite_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 
 def verbosity_options(f):
     """``-v``/``-q``: log level of the ``rsisr`` logger (warnings by default)."""

@@ -31,6 +31,7 @@ _LAZY = {
     "ModelConfig": "rsisr.config",
     "PRESETS": "rsisr.config",
     "LCMSR": "rsisr.models.lcmsr",
+    "upscale_file": "rsisr.upscale",
 }
 
 __all__ = [
