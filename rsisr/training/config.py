@@ -165,6 +165,8 @@ class LCMStageConfig:
     consistency: bool = True
     #: Batches of training latents whose std sets the scale factor (LDM scale_by_std).
     scale_batches: int = 4
+    #: z0 = a posterior sample (LDM's get_first_stage_encoding, the reference) or its mode (mean).
+    latent: str = "sample"
 
     def __post_init__(self) -> None:
         _check_length("lcm", self.batch_size, self.lr, self.max_steps, self.epochs)
@@ -176,6 +178,8 @@ class LCMStageConfig:
             raise ConfigError(f"lcm.scale_batches must be positive, got {self.scale_batches}")
         if self.weight_decay < 0 or self.kd_weight < 0:
             raise ConfigError("lcm.weight_decay and lcm.kd_weight must be >= 0")
+        if self.latent not in ("sample", "mode"):
+            raise ConfigError(f"lcm.latent must be sample or mode, got {self.latent!r}")
 
 
 @dataclass(frozen=True)

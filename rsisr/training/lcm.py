@@ -3,7 +3,8 @@
 Per step, with the frozen stage-1 autoencoder E and the trained CondNet and UNet:
 
 - z0 = scale_factor * E(hr, lr_up).sample(): a posterior *sample*, as LDM's
-  ``get_first_stage_encoding`` (which the reference uses) does; the decoder was trained on samples.
+  ``get_first_stage_encoding`` (which the reference uses) does; the decoder was trained on
+  samples. ``lcm.latent = mode`` takes the posterior mean instead.
 - c = CondNet(lr_up) (at HR size, so c has the latent's shape).
 - t+k ~ U{0 .. T-1}, t = max(t+k - k, 0), one eps for both noisy latents (Algorithm 1).
 - L_CT = L1(f_theta(z_{t+k}, c, t+k), f_ema(z_t, c, t)) (Eq. 9); the target is the EMA network,
@@ -88,9 +89,11 @@ class LCMTrainer:
 
     @torch.no_grad()
     def encode(self, hr: torch.Tensor, lr_up: torch.Tensor) -> torch.Tensor:
-        """Unscaled latent z ~ q(z | hr, lr_up): (B, Z, H/8, W/8) float32."""
+        """Unscaled latent z ~ q(z | hr, lr_up) (or its mode): (B, Z, H/8, W/8) float32."""
         with autocast(self.device, self.precision):
-            return self.ae.encode(hr, lr_up).sample(self.generator).float()
+            posterior = self.ae.encode(hr, lr_up)
+            z = posterior.sample(self.generator) if self.cfg.lcm.latent == "sample" else posterior.mode()
+            return z.float()
 
     @torch.no_grad()
     def measure_scale(self, batches: Iterable[torch.Tensor]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -107,53 +108,84 @@ def train(
     workers = cfg.run.workers if cfg.run.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
 
     out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    with _log_to_file(out / "train.log"):
+        return _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, device, workers,
+                    autoencoder, progress, callback)
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path):
+    """Log INFO and above of the ``rsisr`` logger to ``path`` while the other handlers keep the
+    level the caller chose (records below it are not passed on)."""
     rsisr_log = logging.getLogger("rsisr")
-    rsisr_log.addHandler(handler)
-    previous_level = rsisr_log.level
-    if rsisr_log.getEffectiveLevel() > logging.INFO:
-        rsisr_log.setLevel(logging.INFO)
+    previous = (rsisr_log.level, rsisr_log.propagate)
+    console_level = rsisr_log.getEffectiveLevel()
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    forward = _Forward(console_level)
+    rsisr_log.addHandler(file_handler)
+    if previous[1]:
+        rsisr_log.addHandler(forward)
+    rsisr_log.setLevel(min(console_level, logging.INFO))
+    rsisr_log.propagate = False
     try:
-        if scan.unreadable:
-            log.warning("%d unreadable images in %s were skipped", scan.unreadable, cfg.data.train)
-        config_yaml = cfg.to_yaml()
-        (out / "config.yaml").write_text(config_yaml)
-        common.seed_everything(cfg.train.seed)
-        s = cfg.stage_config
-        dataset = CropDataset(train_images, cfg.data.crop, cfg.train.seed, cfg.data.min_valid)
-        if stage == "ae":
-            from rsisr.training.ae import AETrainer
-
-            trainer = AETrainer(cfg, device, total_steps)
-        else:
-            from rsisr.training.lcm import LCMTrainer
-
-            trainer = LCMTrainer(cfg, device, autoencoder)
-        start_step = 0
-        if resume:
-            ckpt_path = common.latest_checkpoint(out)
-            state = common.load_checkpoint(ckpt_path)
-            if stage == "lcm" and state["trainer"].get("ae_sha256") not in (None, file_sha256(cfg.lcm.ae)):
-                raise CheckpointError(f"--ae {cfg.lcm.ae} has changed since this run started; resume with the original file")
-            trainer.load_state_dict(state["trainer"])
-            common.set_rng_state(state["rng"])
-            start_step = int(state["step"])
-            log.info("resuming from %s (step %d of %d)", ckpt_path, start_step, total_steps)
-        elif stage == "lcm":
-            scale_loader = make_loader(CropDataset(train_images, cfg.data.crop, cfg.train.seed + 7, cfg.data.min_valid),
-                                       s.batch_size, 0, 0, False)
-            trainer.measure_scale(next(scale_loader) for _ in range(s.scale_batches))
-        if stage == "lcm":
-            trainer.ae_sha256 = file_sha256(cfg.lcm.ae)
-        loader = make_loader(dataset, s.batch_size, start_step * s.batch_size, workers, device.type == "cuda")
-        val_hr = load_val_set(val_images, cfg.data.crop, cfg.data.val_images)
-        return common.fit(
-            trainer, run_dir=out, loader=loader, start_step=start_step, total_steps=total_steps,
-            batch_size=s.batch_size, n_train=len(train_images), val_hr=val_hr, config_yaml=config_yaml,
-            train_cfg=cfg.train, progress=progress, callback=callback,
-        )
+        yield
     finally:
-        rsisr_log.removeHandler(handler)
-        rsisr_log.setLevel(previous_level)
-        handler.close()
+        rsisr_log.removeHandler(file_handler)
+        rsisr_log.removeHandler(forward)
+        rsisr_log.setLevel(previous[0])
+        rsisr_log.propagate = previous[1]
+        file_handler.close()
+
+
+class _Forward(logging.Handler):
+    """Pass records at or above ``level`` on to the root logger's handlers."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
+
+
+def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, device, workers, autoencoder,
+         progress, callback) -> Path:
+    from rsisr.checkpoint import file_sha256
+    from rsisr.training import common
+    from rsisr.training.data import CropDataset, load_val_set, make_loader
+
+    if scan.unreadable:
+        log.warning("%d unreadable images in %s were skipped", scan.unreadable, cfg.data.train)
+    config_yaml = cfg.to_yaml()
+    (out / "config.yaml").write_text(config_yaml)
+    common.seed_everything(cfg.train.seed)
+    s = cfg.stage_config
+    dataset = CropDataset(train_images, cfg.data.crop, cfg.train.seed, cfg.data.min_valid)
+    if stage == "ae":
+        from rsisr.training.ae import AETrainer
+
+        trainer = AETrainer(cfg, device, total_steps)
+    else:
+        from rsisr.training.lcm import LCMTrainer
+
+        trainer = LCMTrainer(cfg, device, autoencoder)
+    start_step = 0
+    if resume:
+        ckpt_path = common.latest_checkpoint(out)
+        state = common.load_checkpoint(ckpt_path)
+        if stage == "lcm" and state["trainer"].get("ae_sha256") not in (None, file_sha256(cfg.lcm.ae)):
+            raise CheckpointError(f"--ae {cfg.lcm.ae} has changed since this run started; resume with the original file")
+        trainer.load_state_dict(state["trainer"])
+        common.set_rng_state(state["rng"])
+        start_step = int(state["step"])
+        log.info("resuming from %s (step %d of %d)", ckpt_path, start_step, total_steps)
+    elif stage == "lcm":
+        scale_loader = make_loader(CropDataset(train_images, cfg.data.crop, cfg.train.seed + 7, cfg.data.min_valid),
+                                   s.batch_size, 0, 0, False)
+        trainer.measure_scale(next(scale_loader) for _ in range(s.scale_batches))
+    if stage == "lcm":
+        trainer.ae_sha256 = file_sha256(cfg.lcm.ae)
+    loader = make_loader(dataset, s.batch_size, start_step * s.batch_size, workers, device.type == "cuda")
+    val_hr = load_val_set(val_images, cfg.data.crop, cfg.data.val_images)
+    return common.fit(
+        trainer, run_dir=out, loader=loader, start_step=start_step, total_steps=total_steps,
+        batch_size=s.batch_size, n_train=len(train_images), val_hr=val_hr, config_yaml=config_yaml,
+        train_cfg=cfg.train, progress=progress, callback=callback,
+    )
