@@ -17,7 +17,9 @@ from rsisr.errors import RsisrError
 
 #: command name -> (module, attribute, one-line help shown by ``rsisr --help``)
 COMMANDS = {
+    "batch": ("rsisr_cli.batch", "batch", "Super-resolve folders of scenes with Dask, locally or on a cluster."),
     "info": ("rsisr_cli.info", "info", "Show a model's configuration and parameter counts."),
+    "evaluate": ("rsisr_cli.evaluate", "evaluate", "Evaluate a model against bicubic: PSNR, SSIM, LPIPS, FID, runtime."),
     "train": ("rsisr_cli.train", "train", "Train LCMSR on your imagery: stage 1 (ae), then stage 2 (lcm)."),
     "upscale": ("rsisr_cli.upscale", "upscale", "Super-resolve a GeoTIFF by 4x, tiled, georeferenced, in bounded memory."),
 }

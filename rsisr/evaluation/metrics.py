@@ -15,7 +15,6 @@ Both return one value per image: a (B,) float64 tensor.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from rsisr.errors import InputError
 
@@ -46,11 +45,16 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(DATA_RANGE**2 / mse)
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    """Normalised 2-D Gaussian window, (size, size) float64, the outer product of a 1-D Gaussian."""
+def gaussian_kernel_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Normalised 1-D Gaussian, (size,) float64."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Normalised 2-D Gaussian window, (size, size) float64, the outer product of the 1-D one."""
+    g = gaussian_kernel_1d(size, sigma)
     return torch.outer(g, g)
 
 
@@ -64,17 +68,18 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     _check_pair(sr, hr, min_side=SSIM_WINDOW)
     x = sr.detach().to(torch.float64)
     y = hr.detach().to(torch.float64)
-    channels = x.shape[1]
-    window = gaussian_window().to(x.device).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
+    g = gaussian_kernel_1d().to(x.device)
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window, groups=channels)
+        # The 2-D Gaussian is separable: filter rows, then columns ("valid": no padding).
+        # unfold + matmul is several times faster than a float64 conv2d on the CPU.
+        return t.unfold(-1, SSIM_WINDOW, 1).matmul(g).unfold(-2, SSIM_WINDOW, 1).matmul(g)
 
     c1 = (SSIM_K1 * DATA_RANGE) ** 2
     c2 = (SSIM_K2 * DATA_RANGE) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov_xy = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y, xx, yy, xy = blur(torch.stack([x, y, x * x, y * y, x * y]))
+    var_x = xx - mu_x**2
+    var_y = yy - mu_y**2
+    cov_xy = xy - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.mean(dim=(2, 3)).mean(dim=1)

@@ -1,0 +1,287 @@
+"""``rsisr evaluate``: a model against bicubic on a folder of HR images (paper Tables I and II).
+
+For every HR image (cropped at the bottom/right to a multiple of 4): LR = ``bicubic_down`` of the
+HR in [-1, 1] (the degradation training uses), clipped to [-1, 1]; the model super-resolves it
+(``steps`` consistency steps, noise from ``seed``) and each baseline upsamples it. Outputs are
+clipped and rounded to 8-bit values, as a saved image would be, then compared with the HR image:
+PSNR, SSIM and LPIPS per image (averaged over images), FID between the set of outputs and the set
+of HR images. Runtime is the mean wall time per image of the model's (or the baseline's) forward
+pass on the device, after one warm-up run, synchronised on CUDA.
+
+The report (:func:`evaluate`'s return value, written as JSON) is a fixed interface::
+
+    {"rsisr_version", "device",
+     "model": {"path", "sha256", "preset", "inference_params"},
+     "data": {"path", "n_images"},
+     "metrics": {"model": {"psnr", "ssim", "lpips", "fid"}, "bicubic": {...}},
+     "runtime_s_per_image": {"model", "bicubic"}}
+
+Metrics that were not requested, or whose weights are unavailable, are null.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from rsisr import __version__
+from rsisr.config import SCALE
+from rsisr.errors import InputError, OutputError, RsisrWarning
+from rsisr.imageops import bicubic_down, bicubic_up, from_model_range, to_model_range
+
+log = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "lpips", "fid")
+BASELINES = ("bicubic",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+DEFAULT_FIGURES = 6
+MIN_HR_SIDE = 16  # SSIM's 11x11 window needs room; 16 keeps the LR at least 4x4
+
+
+def parse_choice_list(spec: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    """``"psnr,ssim"`` (or a sequence) -> ("psnr", "ssim"), in ``allowed``'s order; ``""``,
+    ``"none"`` or None -> (). Unknown names are an :class:`InputError` that lists the choices."""
+    if spec is None:
+        return ()
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = {n.strip().lower() for n in names} - {"", "none"}
+    unknown = sorted(names - set(allowed))
+    if unknown:
+        raise InputError(f"unknown {what} {', '.join(map(repr, unknown))}; choose from: {', '.join(allowed)}")
+    return tuple(n for n in allowed if n in names)
+
+
+def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name, the first ``limit`` of them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--data {str(folder)!r} is not a folder; give a folder of HR images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"--data {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit must be at least 1, got {limit}")
+        files = files[:limit]
+    return files
+
+
+def read_hr(path: Path) -> torch.Tensor:
+    """An RGB image as (1, 3, H, W) float32 in [0, 255], cropped at the bottom/right to multiples of 4."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except Exception as exc:
+        raise InputError(f"cannot read image {str(path)!r}: {exc}") from None
+    h, w = (rgb.shape[0] // SCALE) * SCALE, (rgb.shape[1] // SCALE) * SCALE
+    if min(h, w) < MIN_HR_SIDE:
+        raise InputError(f"image {str(path)!r} is {rgb.shape[1]}x{rgb.shape[0]}; evaluation needs at least "
+                         f"{MIN_HR_SIDE}x{MIN_HR_SIDE} pixels")
+    return torch.from_numpy(np.array(rgb[:h, :w])).permute(2, 0, 1)[None].float()
+
+
+def degrade(hr: torch.Tensor) -> torch.Tensor:
+    """HR (B, 3, H, W) in [0, 255] -> LR (B, 3, H/4, W/4) in [-1, 1]: ``bicubic_down``, clipped."""
+    return bicubic_down(to_model_range(hr / 255.0), SCALE).clamp(-1.0, 1.0)
+
+
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Model-range output [-1, 1] -> float32 values in {0, ..., 255} (clipped, rounded), on the CPU."""
+    return torch.round(from_model_range(x.float()) * 255.0).cpu()
+
+
+def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
+    """Run ``fn`` and return its result and wall time in seconds (CUDA synchronised on both ends)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+@dataclass
+class _Method:
+    """Per-image results of one method (the model or a baseline)."""
+
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+    lpips: list[float] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    if not values:
+        return None
+    m = float(np.mean(values))
+    return m if math.isfinite(m) else None
+
+
+def _check_output(path: Path | None, overwrite: bool, what: str, parent_must_exist: bool = True) -> None:
+    if path is None:
+        return
+    if path.exists() and not overwrite:
+        raise OutputError(f"{what} {str(path)!r} exists; pass --overwrite to replace it")
+    if parent_must_exist and not path.parent.is_dir():
+        raise OutputError(f"the folder of {what} {str(path)!r} does not exist; create it first")
+
+
+def evaluate(
+    data: str | os.PathLike,
+    model_path: str | os.PathLike | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    baselines: str | Sequence[str] = BASELINES,
+    metrics: str | Sequence[str] = METRICS,
+    metric_weights: str | os.PathLike | None = None,
+    figures: str | os.PathLike | None = None,
+    n_figures: int = DEFAULT_FIGURES,
+    steps: int = 1,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Evaluate a model (``model_path``; None: the bundled default) and baselines on the HR images
+    in ``data``; write the report to ``out`` (JSON) and, with ``figures``, comparison panels of the
+    first ``n_figures`` images and ``summary.md`` there. Returns the report.
+
+    ``progress(done, total)`` is called after each image.
+    """
+    from rsisr.api import load_model, parameter_counts, default_model_path
+    from rsisr.checkpoint import file_sha256
+    from rsisr.device import resolve_device
+    from rsisr.evaluation import metrics as pixel
+    from rsisr.evaluation import perceptual
+
+    wanted = parse_choice_list(metrics, METRICS, "metric")
+    if not wanted:
+        raise InputError(f"--metrics is empty; choose from: {', '.join(METRICS)}")
+    methods = ("model", *parse_choice_list(baselines, BASELINES, "baseline"))
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    out = Path(out) if out is not None else None
+    figures_dir = Path(figures) if figures is not None else None
+    _check_output(out, overwrite, "report")
+    if figures_dir is not None:
+        if figures_dir.exists() and not figures_dir.is_dir():
+            raise OutputError(f"--figures {str(figures_dir)!r} exists and is not a folder")
+        _check_output(figures_dir / "summary.md", overwrite, "summary", parent_must_exist=False)
+    files = list_images(data, limit)
+    dev = resolve_device(device)
+    weights_dir = perceptual.metric_weights_dir(metric_weights) if {"lpips", "fid"} & set(wanted) else None
+
+    if model_path is None:
+        model_path = default_model_path()
+    model = load_model(model_path, dev).eval()  # no default model shipped: a one-line CheckpointError
+    model_path = Path(model_path)
+    cfg = model.config
+    counts = parameter_counts(cfg)
+
+    lpips_net = perceptual.load_lpips(weights_dir, dev) if "lpips" in wanted else None
+    inception = perceptual.load_fid_inception(weights_dir, dev) if "fid" in wanted else None
+
+    def run_model(lr: torch.Tensor) -> torch.Tensor:
+        noises = [n.to(dev) for n in model.make_noises(lr.shape, steps, seed=seed)]
+        return timed(lambda: model(lr, noises, steps), dev)
+
+    runners = {"model": run_model, "bicubic": lambda lr: timed(lambda: bicubic_up(lr, SCALE), dev)}
+    results = {m: _Method() for m in methods}
+    hr_features: list[np.ndarray] = []
+    panels: list[dict] = []
+    log.info("evaluating %s (%s, %d step(s)) and %s on %d images from %s on %s",
+             model_path, cfg.preset, steps, ", ".join(methods[1:]) or "no baseline", len(files), data, dev)
+
+    with torch.no_grad():
+        for index, path in enumerate(files):
+            hr = read_hr(path)
+            lr = degrade(hr).to(dev)
+            if index == 0:  # warm-up (CUDA context, cuDNN autotuning, allocator): not timed
+                for m in methods:
+                    runners[m](lr)
+            if inception is not None:
+                hr_features.append(perceptual.inception_features(inception, hr))
+            outputs = {}
+            for m in methods:
+                y, seconds = runners[m](lr)
+                sr = to_8bit(y)
+                outputs[m] = sr
+                r = results[m]
+                r.seconds.append(seconds)
+                if "psnr" in wanted:
+                    r.psnr.append(pixel.psnr(sr, hr).item())
+                if "ssim" in wanted:
+                    r.ssim.append(pixel.ssim(sr, hr).item())
+                if lpips_net is not None:
+                    r.lpips.append(perceptual.lpips_distance(lpips_net, sr, hr).item())
+                if inception is not None:
+                    r.features.append(perceptual.inception_features(inception, sr))
+            if figures_dir is not None and index < n_figures:
+                if "bicubic" not in outputs:
+                    outputs["bicubic"] = to_8bit(bicubic_up(lr, SCALE))
+                panels.append({
+                    "name": path.stem, "hr": hr, **{m: outputs[m] for m in ("model", "bicubic")},
+                    "metrics": {m: {k: getattr(results[m], k)[-1] for k in ("psnr", "ssim", "lpips")
+                                    if len(getattr(results[m], k)) == index + 1} for m in methods},
+                })
+            if progress is not None:
+                progress(index + 1, len(files))
+
+    fid_possible = inception is not None and len(files) >= 2
+    if inception is not None and not fid_possible:
+        warnings.warn(RsisrWarning("FID is reported as null: it needs at least 2 images"), stacklevel=2)
+    report = {
+        "rsisr_version": __version__,
+        "device": str(dev),
+        "model": {
+            "path": str(model_path.resolve()),
+            "sha256": file_sha256(model_path),
+            "preset": cfg.preset,
+            "inference_params": counts["decoder"] + counts["condnet"] + counts["unet"],
+        },
+        "data": {"path": str(Path(data).resolve()), "n_images": len(files)},
+        "metrics": {
+            m: {
+                "psnr": _mean(results[m].psnr),
+                "ssim": _mean(results[m].ssim),
+                "lpips": _mean(results[m].lpips),
+                "fid": perceptual.frechet_distance(np.concatenate(results[m].features), np.concatenate(hr_features))
+                if fid_possible else None,
+            }
+            for m in methods
+        },
+        "runtime_s_per_image": {m: float(np.mean(results[m].seconds)) for m in methods},
+    }
+    for m in methods:
+        log.info("%s: %s, %.4f s/image", m, report["metrics"][m], report["runtime_s_per_image"][m])
+    if out is not None:
+        write_report(report, out)
+    if figures_dir is not None:
+        from rsisr.evaluation.figures import write_figures
+
+        device_name = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
+        write_figures(figures_dir, report, panels, steps=steps, seed=seed, device_name=device_name)
+    return report
+
+
+def write_report(report: dict, path: str | os.PathLike) -> Path:
+    """Write the report as JSON (strict: no NaN or Infinity)."""
+    path = Path(path)
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return path

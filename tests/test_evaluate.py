@@ -1,0 +1,240 @@
+"""``rsisr evaluate`` on a handful of real images with an untrained tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rsisr.errors import CheckpointError, InputError, MetricWeightsWarning, OutputError, RsisrWarning
+from rsisr.evaluation import perceptual
+from rsisr.evaluation.evaluate import degrade, evaluate, read_hr, to_8bit
+from rsisr.evaluation.metrics import psnr, ssim
+
+SHARED_TOOL = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "metric-weights"
+REPORT_KEYS = {"rsisr_version", "device", "model", "data", "metrics", "runtime_s_per_image"}
+METRIC_KEYS = {"psnr", "ssim", "lpips", "fid"}
+
+
+@pytest.fixture(scope="session")
+def metric_weights(tmp_path_factory) -> Path:
+    """The folder written by ../shared/tools/metric-weights (shared with test_metrics_perceptual)."""
+    if not SHARED_TOOL.is_file():
+        pytest.skip(f"{SHARED_TOOL} is absent (the ../shared folder is needed for the metric weights)")
+    folder = tmp_path_factory.getbasetemp() / "metric-weights"
+    if not (folder / "weights.json").is_file():
+        subprocess.run([str(SHARED_TOOL), str(folder)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHON": sys.executable}, timeout=600)
+    return folder
+
+
+@pytest.fixture
+def hr_dir(shared_data, tmp_path) -> Path:
+    """Crops of three real evaluation images (small, to keep the CPU tests fast); one is 98x102,
+    not a multiple of 4."""
+    from PIL import Image
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for name, box in (("HARV_001.png", (0, 0, 128, 128)), ("OSBS_001.png", (100, 60, 228, 188)),
+                      ("SJER_002.png", (10, 20, 10 + 98, 20 + 102))):
+        with Image.open(shared_data / "eval" / name) as img:
+            img.crop(box).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv(perceptual.ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+
+def _check_shape(report: dict, methods: set[str]) -> None:
+    assert set(report) == REPORT_KEYS
+    assert set(report["model"]) == {"path", "sha256", "preset", "inference_params"}
+    assert set(report["data"]) == {"path", "n_images"}
+    assert set(report["metrics"]) == methods
+    for values in report["metrics"].values():
+        assert set(values) == METRIC_KEYS
+    assert set(report["runtime_s_per_image"]) == methods
+    assert all(t > 0 for t in report["runtime_s_per_image"].values())
+
+
+def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny_model_file, metric_weights, tmp_path):
+    import rsisr
+    from rsisr.checkpoint import file_sha256
+
+    out = tmp_path / "report.json"
+    report = evaluate(hr_dir, tiny_model_file, out=out, metrics="psnr,ssim,lpips", metric_weights=metric_weights,
+                      device="cpu", seed=3)
+    assert json.loads(out.read_text()) == report
+    _check_shape(report, {"model", "bicubic"})
+    assert report["rsisr_version"] == rsisr.__version__ and report["device"] == "cpu"
+    assert report["model"] == {
+        "path": str(tiny_model_file.resolve()), "sha256": file_sha256(tiny_model_file), "preset": "tiny",
+        "inference_params": rsisr.describe("tiny")["inference_params"],
+    }
+    assert report["data"] == {"path": str(hr_dir.resolve()), "n_images": 3}
+    for method in ("model", "bicubic"):
+        assert report["metrics"][method]["fid"] is None  # not requested
+        assert 0.0 < report["metrics"][method]["lpips"] < 1.5
+
+    # The same numbers, computed here image by image from the documented recipe.
+    from rsisr.imageops import bicubic_up
+
+    model = rsisr.load_model(tiny_model_file).eval()
+    values = {"model": [], "bicubic": []}
+    for path in sorted(hr_dir.glob("*.png")):
+        hr = read_hr(path)
+        assert hr.shape[-2] % 4 == 0 and hr.shape[-1] % 4 == 0
+        lr = degrade(hr)
+        with torch.no_grad():
+            sr = to_8bit(model(lr, model.make_noises(lr.shape, 1, seed=3), 1))
+        values["model"].append((psnr(sr, hr).item(), ssim(sr, hr).item()))
+        values["bicubic"].append((psnr(to_8bit(bicubic_up(lr)), hr).item(), ssim(to_8bit(bicubic_up(lr)), hr).item()))
+    for method, pairs in values.items():
+        assert report["metrics"][method]["psnr"] == pytest.approx(np.mean([p for p, _ in pairs]), abs=1e-9)
+        assert report["metrics"][method]["ssim"] == pytest.approx(np.mean([s for _, s in pairs]), abs=1e-9)
+    # Real images: bicubic is far from random, and far better than an untrained model.
+    assert 20.0 < report["metrics"]["bicubic"]["psnr"] < 35.0
+    assert report["metrics"]["bicubic"]["psnr"] > report["metrics"]["model"]["psnr"]
+
+
+def test_seed_steps_and_limit_are_honoured(hr_dir, tiny_model_file):
+    run = dict(metrics="psnr", baselines="none", device="cpu")
+    a = evaluate(hr_dir, tiny_model_file, seed=1, limit=2, **run)
+    b = evaluate(hr_dir, tiny_model_file, seed=1, limit=2, **run)
+    c = evaluate(hr_dir, tiny_model_file, seed=2, limit=2, **run)
+    d = evaluate(hr_dir, tiny_model_file, seed=1, limit=2, steps=2, **run)
+    assert a["data"]["n_images"] == 2 and set(a["metrics"]) == {"model"}
+    assert a["metrics"] == b["metrics"]
+    assert a["metrics"]["model"]["psnr"] != c["metrics"]["model"]["psnr"]
+    assert a["metrics"]["model"]["psnr"] != d["metrics"]["model"]["psnr"]
+    assert a["metrics"]["model"]["ssim"] is None and a["metrics"]["model"]["lpips"] is None
+
+
+def test_without_weights_lpips_and_fid_are_null_with_a_warning(hr_dir, tiny_model_file, offline, tmp_path):
+    with pytest.warns(MetricWeightsWarning) as caught:
+        report = evaluate(hr_dir, tiny_model_file, out=tmp_path / "r.json", device="cpu", limit=2)
+    assert {str(w.message).split(" is reported")[0] for w in caught if w.category is MetricWeightsWarning} == {
+        "LPIPS", "FID"}
+    for method in ("model", "bicubic"):
+        assert report["metrics"][method]["lpips"] is None and report["metrics"][method]["fid"] is None
+        assert report["metrics"][method]["psnr"] is not None
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"]["model"]["fid"] is None
+
+
+def test_figures_and_summary(hr_dir, tiny_model_file, tmp_path):
+    from PIL import Image
+
+    figures = tmp_path / "figures"
+    report = evaluate(hr_dir, tiny_model_file, figures=figures, n_figures=2, metrics="psnr,ssim", device="cpu")
+    pngs = sorted(p.name for p in figures.glob("*.png"))
+    assert pngs == ["HARV_001.png", "OSBS_001.png"]  # the first two images by name
+    with Image.open(figures / "HARV_001.png") as img:
+        assert img.width > 800 and img.height > 500
+        assert img.getpixel((5, 5)) == (255, 255, 255, 255) or img.getpixel((5, 5))[:3] == (255, 255, 255)
+        pixels = np.asarray(img.convert("RGB"))
+    assert ((pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)).sum() > 100  # the red box
+    summary = (figures / "summary.md").read_text()
+    psnr_model = f"{report['metrics']['model']['psnr']:.3f}"
+    assert f"| Bicubic | {report['metrics']['bicubic']['psnr']:.3f} |" in summary
+    assert psnr_model in summary and "n/a" in summary  # LPIPS and FID were not requested
+    assert "![HARV_001](HARV_001.png)" in summary
+
+
+def test_zoom_box_finds_the_detailed_region():
+    from rsisr.evaluation.figures import zoom_box
+
+    img = np.full((200, 160, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    img[120:160, 40:80] = rng.integers(0, 255, (40, 40, 3))
+    top, left, size = zoom_box(img)
+    assert size == 32
+    assert 120 - 8 <= top <= 128 and 40 - 8 <= left <= 48
+    assert zoom_box(img[:40, :40])[2] == 8  # small images: never smaller than 8 px
+
+
+@pytest.mark.slow  # FID: two 2048x2048 matrix square roots
+def test_all_metrics_with_fid(hr_dir, tiny_model_file, metric_weights):
+    report = evaluate(hr_dir, tiny_model_file, metric_weights=metric_weights, device="cpu")
+    _check_shape(report, {"model", "bicubic"})
+    for method in ("model", "bicubic"):
+        assert all(report["metrics"][method][k] is not None for k in METRIC_KEYS)
+        assert report["metrics"][method]["fid"] > 1.0
+    # Bicubic outputs are much closer to the HR images than an untrained model's noise.
+    assert report["metrics"]["bicubic"]["fid"] < report["metrics"]["model"]["fid"]
+
+
+def test_fid_of_a_single_image_is_null_with_a_warning(hr_dir, tiny_model_file, metric_weights):
+    with pytest.warns(RsisrWarning, match="at least 2 images"):
+        report = evaluate(hr_dir, tiny_model_file, metrics="fid", metric_weights=metric_weights, device="cpu", limit=1)
+    assert report["metrics"]["model"] == {"psnr": None, "ssim": None, "lpips": None, "fid": None}
+
+
+def test_user_errors(hr_dir, tiny_model_file, tmp_path):
+    from rsisr.api import default_model_path
+
+    if default_model_path() is None:
+        with pytest.raises(CheckpointError, match="--model"):
+            evaluate(hr_dir, None, metrics="psnr")
+    with pytest.raises(InputError, match="unknown metric 'mse'"):
+        evaluate(hr_dir, tiny_model_file, metrics="psnr,mse")
+    with pytest.raises(InputError, match="unknown baseline 'lanczos'"):
+        evaluate(hr_dir, tiny_model_file, baselines="lanczos")
+    with pytest.raises(InputError, match="holds no images"):
+        evaluate(tmp_path, tiny_model_file)
+    with pytest.raises(InputError, match="not a folder"):
+        evaluate(tmp_path / "missing", tiny_model_file)
+    out = tmp_path / "report.json"
+    out.write_text("{}")
+    with pytest.raises(OutputError, match="--overwrite"):
+        evaluate(hr_dir, tiny_model_file, out=out)
+    small = tmp_path / "small"
+    small.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (14, 30)).save(small / "tiny.png")
+    with pytest.raises(InputError, match="at least 16x16"):
+        evaluate(small, tiny_model_file, metrics="psnr")
+
+
+def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path):
+    from rsisr_cli.main import cli
+
+    runner = CliRunner()
+    out = tmp_path / "report.json"
+    args = ["evaluate", "--data", str(hr_dir), "--out", str(out), "--model", str(tiny_model_file),
+            "--metrics", "psnr,ssim,lpips", "--metric-weights", str(metric_weights), "--device", "cpu",
+            "--limit", "2", "--seed", "5"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    _check_shape(report, {"model", "bicubic"})
+    assert report["data"]["n_images"] == 2
+    assert f"{report['metrics']['bicubic']['psnr']:.3f}" in result.output
+
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 1
+    assert again.output.count("\n") == 1 and "--overwrite" in again.output
+    assert runner.invoke(cli, [*args, "--overwrite"]).exit_code == 0
+
+    from rsisr.api import default_model_path
+
+    if default_model_path() is None:  # until a default model ships, --model is required
+        no_model = runner.invoke(cli, ["evaluate", "--data", str(hr_dir), "--out", str(tmp_path / "x.json")])
+        assert no_model.exit_code == 1
+        assert no_model.output.startswith("Error: no default model") and no_model.output.count("\n") == 1
