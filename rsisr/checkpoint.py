@@ -144,6 +144,8 @@ def _load(path: str | os.PathLike, expect: str, device: str | torch.device | Non
             )
     model.load_state_dict(state, strict=True)
     model.eval()
+    # Where the weights came from, so outputs can record the model file's hash (rsisr upscale tags).
+    model.source_path = Path(path)
     if device is not None:
         model.to(device)
     return model
