@@ -1,0 +1,175 @@
+"""rsisr batch: dask LocalCluster / existing scheduler, resumability, failures, dead workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from rsisr.batch import plan_jobs, upscale_folder, upscale_scene
+from rsisr.errors import InputError, OutputError
+from rsisr_cli.main import cli
+
+SCENES = (
+    "usgs_hro_colorado_rgb_u8_26913_0.15m.tif",
+    "stars_L7_ETMs_6band_u8_31985_28.5m.tif",
+    "neon_SJER_image_477_rgb_u8_32611_0.1m.tif",
+)
+
+
+@pytest.fixture
+def scene_dir(tmp_path, geotiff_dir):
+    """A folder of links to three real rasters (referenced in place, never copied)."""
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for name in SCENES[:2]:
+        (d / name).symlink_to(geotiff_dir / name)
+    (d / "sub" / SCENES[2]).symlink_to(geotiff_dir / SCENES[2])
+    return d
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.read_masks(), ds.profile, ds.tags()
+
+
+def test_local_cluster_matches_single_runs_then_skips_and_reports_failures(tmp_path, scene_dir, tiny_model_file):
+    (scene_dir / "corrupt.tif").write_bytes(b"II*\x00" + os.urandom(2000))
+    out = tmp_path / "out"
+    report_path = tmp_path / "report.json"
+    report = upscale_folder(scene_dir, out, tiny_model_file, recursive=True, workers=2, threads_per_worker=1,
+                            report=report_path, seed=3, tile=64, overlap=8)
+    status = {Path(s.input).name: s.status for s in report.scenes}
+    assert status == {"corrupt.tif": "failed", **{name: "done" for name in SCENES}}
+    failed = report.failed[0]
+    assert "corrupt.tif" in failed.input and failed.error
+    assert not (out / "corrupt.tif").exists()
+    data = json.loads(report_path.read_text())
+    assert {s["status"] for s in data["scenes"]} == {"done", "failed"}
+    assert data["summary"]["done"] == 3 and data["summary"]["failed"] == 1
+    # identical to separate `rsisr upscale` runs with the same seed and options (and the same torch
+    # thread count as the workers: float reductions depend on it, by 1 DN at a few pixels)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for rel in (SCENES[0], SCENES[1], f"sub/{SCENES[2]}"):
+        single = tmp_path / "single" / rel
+        single.parent.mkdir(parents=True, exist_ok=True)
+        result = CliRunner().invoke(cli, ["upscale", str(scene_dir / rel), "-o", str(single), "--model",
+                                          str(tiny_model_file), "--seed", "3", "--tile", "64", "--overlap", "8", "-q"])
+        assert result.exit_code == 0, result.output
+        a, b = _read(out / rel), _read(single)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), rel
+        assert a[2]["transform"] == b[2]["transform"] and a[2]["crs"] == b[2]["crs"]
+        assert a[3] == b[3]  # same tags, model hash included
+    torch.set_num_threads(threads)
+    # a rerun does no work: every finished scene is skipped, the corrupt one fails again
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    again = upscale_folder(scene_dir, out, tiny_model_file, recursive=True, workers=1, seed=3, tile=64, overlap=8)
+    assert again.counts == {"done": 0, "skipped": 3, "failed": 1}
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
+    assert not [p for p in out.rglob("*") if "rsisr-tmp" in p.name]
+
+
+def _die_once(src, dst, marker=None, **kwargs):
+    """Kill the worker process the first time a scene runs, mid-scene; then behave normally."""
+    if marker and os.path.exists(marker):
+        os.unlink(marker)
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        Path(dst).with_name(f".{Path(dst).name}.dead.rsisr-tmp").write_bytes(b"partial")
+        os._exit(1)
+    return upscale_scene(src, dst, **kwargs)
+
+
+@pytest.mark.slow
+def test_dead_worker_does_not_stop_the_batch(tmp_path, scene_dir, tiny_model_file):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "die"
+    marker.write_text("x")
+    out = tmp_path / "out"
+    report = upscale_folder(scene_dir, out, tiny_model_file, workers=2, threads_per_worker=1, scene_fn=_die_once,
+                            marker=str(marker), tile=64, overlap=8, retries=2)
+    assert not marker.exists()  # a worker really died
+    assert report.counts["done"] == 2, report.to_dict()
+    assert not [p for p in out.rglob("*") if "rsisr-tmp" in p.name]
+    for name in SCENES[:2]:
+        assert _read(out / name)[0].shape[1] > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_existing_scheduler(tmp_path, scene_dir, tiny_model_file):
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    assert dask, "the dask CLI comes with dask[distributed]"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--dashboard-address", ":0"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        out = tmp_path / "out"
+        result = CliRunner().invoke(cli, ["batch", str(scene_dir), "-o", str(out), "--model", str(tiny_model_file),
+                                          "--scheduler", address, "--tile", "64", "--overlap", "8", "-q"])
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in out.glob("*.tif")) == sorted(SCENES[:2])
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_plan_rejects_bad_layouts(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.tif").write_bytes(b"")
+    (src / "a.tiff").write_bytes(b"")
+    with pytest.raises(OutputError, match="inside the input folder"):
+        plan_jobs(src, src / "out")
+    with pytest.raises(OutputError, match="both be written"):
+        plan_jobs(src, tmp_path / "out", pattern="*.tif*")
+    with pytest.raises(InputError, match="no file"):
+        plan_jobs(src, tmp_path / "out", pattern="*.jp2")
+    with pytest.raises(InputError, match="does not exist"):
+        plan_jobs(tmp_path / "missing", tmp_path / "out")
+    jobs = plan_jobs(src, tmp_path / "out", pattern="a.tif")
+    assert jobs == [(src / "a.tif", tmp_path / "out" / "a.tif")]
+
+
+def test_cli_errors_are_one_line(tmp_path, tiny_model_file):
+    src = tmp_path / "in"
+    src.mkdir()
+    for args in (["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_file)],
+                 ["batch", str(src), "-o", str(src / "o"), "--model", str(tiny_model_file)],
+                 ["batch", str(src), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "none.safetensors")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
