@@ -16,7 +16,7 @@ def _common_options(f):
                      help="Run directory: config, checkpoints, metrics.csv, losses.png, model.safetensors."),
         click.option("--val", type=click.Path(file_okay=False), default=None,
                      help="Validation folder. Default: a fixed held-out share of --data."),
-        click.option("--preset", default=None, help="Model preset: paper, small (default) or tiny."),
+        click.option("--preset", default=None, help="Model preset: paper, small or tiny (ae default: small; lcm default: the autoencoder's)."),
         click.option("--config", "config_files", multiple=True, type=click.Path(dir_okay=False),
                      help="Training config, YAML or JSON (repeatable; later files win)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -67,9 +67,9 @@ def train() -> None:
 @train.command("ae")
 @_common_options
 def train_ae(**kwargs) -> None:
-    """Stage 1: train the residual autoencoder (L1, then L1 + KL + PatchGAN).
+    """Stage 1: train the residual autoencoder.
 
-    Writes RUN_DIR/model.safetensors, the input of `rsisr train lcm --ae`.
+    Loss: L1, then L1 + KL + PatchGAN (DESIGN.md). Writes RUN_DIR/model.safetensors, the input of `rsisr train lcm --ae`.
     """
     _run("ae", **kwargs)
 
@@ -82,9 +82,9 @@ def train_ae(**kwargs) -> None:
               help="Replace L_CT by L1(f(z_t), z0) (ablation 'w/o consistency', paper Table III).")
 @_common_options
 def train_lcm(ae, no_kd, no_consistency, **kwargs) -> None:
-    """Stage 2: train CondNet + UNet with the consistency (Eq. 9) and KD (Eq. 5) losses.
+    """Stage 2: train the latent consistency model (CondNet + UNet).
 
-    Writes RUN_DIR/model.safetensors (EMA weights), the model `rsisr upscale --model` takes.
+    Loss: consistency (paper Eq. 9) + KD (Eq. 5) on the frozen autoencoder's latents. Writes RUN_DIR/model.safetensors (EMA weights), the model `rsisr upscale --model` takes.
     """
     extra = {"lcm.kd": False if no_kd else None, "lcm.consistency": False if no_consistency else None}
     _run("lcm", ae=ae, extra=extra, **kwargs)
