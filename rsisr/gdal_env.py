@@ -8,6 +8,7 @@ them (:func:`check_creation_options`).
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 from typing import Iterable, Mapping
 
@@ -109,12 +110,13 @@ def check_creation_options(user: Mapping[str, str], options: Mapping[str, str], 
     ``user`` options (or a failure) becomes an :class:`InputError` that names it."""
     import rasterio
     import rasterio.shutil
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     if not user:
         return
     shown = " ".join(f"--co {k}={v}" for k, v in user.items())
-    with gdal_env(), _capture_gdal_warnings() as messages:
+    with gdal_env(), _capture_gdal_warnings() as messages, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the trial raster has no georeferencing
         try:
             profile = dict(driver="GTiff", width=16, height=16, count=count, dtype=dtype)
             if driver == "COG":

@@ -53,6 +53,27 @@ class Scaling:
             return np.clip(v, info.min, info.max).astype(dtype)
         raise InputError(f"raster dtype {dtype} is not supported; use an integer or float dtype")
 
+    def inverse_torch(self, x, dtype) -> np.ndarray:
+        """:meth:`inverse` of a (C, H, W) torch tensor, computed on its device (so a GPU sends
+        back the output dtype rather than floats), in float64 like :meth:`inverse` (float32 on
+        Apple's MPS, which has no float64). Returns numpy."""
+        import torch
+
+        dtype = np.dtype(dtype)
+        work = torch.float32 if x.device.type == "mps" else torch.float64
+        lo = torch.tensor(self.lo, dtype=work, device=x.device)[:, None, None]
+        hi = torch.tensor(self.hi, dtype=work, device=x.device)[:, None, None]
+        v = torch.nan_to_num(x.to(work), nan=0.0) * (hi - lo) + lo
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            v = torch.round(v).clamp_(float(info.min), float(info.max))
+            carrier = {"uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16}.get(dtype.name, torch.int64)
+            return v.to(carrier).cpu().numpy().astype(dtype)
+        if dtype.kind == "f":
+            info = np.finfo(dtype)
+            return v.clamp_(float(info.min), float(info.max)).cpu().numpy().astype(dtype)
+        raise InputError(f"raster dtype {dtype} is not supported; use an integer or float dtype")
+
     def to_tag(self) -> str:
         """JSON recorded in the output's tags (``RSISR_SCALING``)."""
         return json.dumps({"mode": self.mode, "lo": list(self.lo), "hi": list(self.hi)})

@@ -137,9 +137,9 @@ class ArraySink:
         self.block_shape = block
         self.written = np.zeros((height, width), np.int32)
 
-    def write(self, row: int, col: int, data: np.ndarray) -> None:
+    def write(self, row: int, col: int, data: torch.Tensor) -> None:
         h, w = data.shape[-2:]
-        self.out[:, row:row + h, col:col + w] = data
+        self.out[:, row:row + h, col:col + w] = data.cpu().numpy()
         self.written[row:row + h, col:col + w] += 1
 
 
@@ -148,8 +148,9 @@ class TiledUpscaler:
 
     ``source``: ``shape`` (H, W) in LR pixels, ``has_mask``, and ``read(rows, cols)`` returning
     (3, h, w) float values in [0, 1] and an (h, w) bool validity mask (or None).
-    ``sink``: ``block_shape`` (HR rows, cols) and ``write(row, col, data)`` taking (3, h, w)
-    float32 in [0, 1] at HR offsets inside the output window; every call covers whole blocks.
+    ``sink``: ``block_shape`` (HR rows, cols) and ``write(row, col, data)`` taking a (3, h, w)
+    float32 tensor in [0, 1] (on the engine's device) at HR offsets inside the output window;
+    every call covers whole blocks.
     """
 
     def __init__(self, model, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
@@ -290,7 +291,8 @@ class TiledUpscaler:
                         xa, xb = max(tx, p0), min(tx + out.shape[-1], p1)
                         if ya < yb and xa < xb:
                             weight = wy[ya - ty: yb - ty, None] * wx[j][None, xa - tx: xb - tx]
-                            acc[:, ya - r0: yb - r0, xa - p0: xb - p0] += out[:, ya - ty: yb - ty, xa - tx: xb - tx] * weight
+                            acc[:, ya - r0: yb - r0, xa - p0: xb - p0].addcmul_(
+                                out[:, ya - ty: yb - ty, xa - tx: xb - tx], weight)
                         done += 1
                         if self.on_tile is not None:
                             self.on_tile(1)
@@ -300,9 +302,7 @@ class TiledUpscaler:
                     if flush > r0:
                         self._flush(sink, acc, r0, flush, p0, wy_sum, wx_sum, bh, bw)
                         k = flush - r0
-                        if k < cap:
-                            acc[:, : cap - k] = acc[:, k:].clone()
-                        acc[:, max(0, cap - k):] = 0
+                        acc = torch.cat([acc[:, k:], acc.new_zeros(3, min(k, cap), acc.shape[-1])], dim=1)
                         r0 = flush
         self.tiles_run += done
         return done
@@ -313,8 +313,7 @@ class TiledUpscaler:
             rb = min(ra + bh, r1)
             for ca, cb in chunks(acc.shape[-1], bw, WRITE_WIDTH):
                 norm = wy_sum[ra:rb, None] * wx_sum[None, ca:cb]
-                data = (acc[:, ra - r0: rb - r0, ca:cb] / norm).clamp_(0.0, 1.0)
-                sink.write(ra, p0 + ca, data.cpu().numpy())
+                sink.write(ra, p0 + ca, (acc[:, ra - r0: rb - r0, ca:cb] / norm).clamp_(0.0, 1.0))
 
     def _tile_row(self, source, py: AxisPlan, px: AxisPlan, i: int, cols: range):
         """Read tile row ``i`` over tile columns ``cols`` (one read, with the fill halo) and yield
@@ -431,13 +430,13 @@ class _RasterSink:
         win = Window(self.window.col_off + c0, self.window.row_off + r0, c1 - c0, r1 - r0)
         return win, (dy, dx)
 
-    def write(self, row: int, col: int, data: np.ndarray) -> None:
+    def write(self, row: int, col: int, data: torch.Tensor) -> None:
         from rasterio.windows import Window
 
         h, w = data.shape[-2:]
         if self.bands == 1:
-            data = data.mean(axis=0, keepdims=True)
-        values = self.source.scaling.inverse(data, self.dtype)
+            data = data.mean(dim=0, keepdim=True)
+        values = self.source.scaling.inverse_torch(data, self.dtype)
         if self.source.has_mask:
             lr_win, offset = self._lr_window(row, col, h, w)
             valid = nearest_up(self.source.valid(lr_win), offset, (h, w))
@@ -485,6 +484,8 @@ def _mask_mode(src, alpha: int | None) -> str:
 def _parse_bands(bands) -> tuple[int, ...] | None:
     if bands is None or bands == "" or bands == ():
         return None
+    if isinstance(bands, int):
+        bands = (bands,)
     if isinstance(bands, str):
         try:
             bands = [int(b) for b in bands.replace(" ", "").split(",") if b]
@@ -608,6 +609,9 @@ def _load(model):
         return loaded, file_sha256(path), path.name
     if not callable(model):
         raise ConfigError(f"model must be a path, None or a callable model, got {type(model).__name__}")
+    source = getattr(model, "source_path", None)  # set by rsisr.load_model
+    if source is not None and Path(source).is_file():
+        return model, file_sha256(source), Path(source).name
     return model, None, type(model).__name__
 
 
@@ -669,7 +673,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     from rsisr.radiometry import parse_scale, resolve_scaling
 
     t0 = time.perf_counter()
-    scale_spec = parse_scale(scale) if isinstance(scale, str) else scale
+    scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else tuple(scale)
     user_co = parse_creation_options(co)
     bands = _parse_bands(bands)
     if bounds is not None and aoi is not None:

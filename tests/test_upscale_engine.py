@@ -194,3 +194,17 @@ def test_tiny_model_two_tile_sizes_agree_far_better_than_two_seeds(tiny_tilings)
 def test_tiny_model_two_tile_sizes_within_one_level(tiny_tilings):
     tiling, _ = tiny_tilings
     assert tiling.max() < 1 / 255, tiling.max() * 255
+
+
+@pytest.mark.parametrize("dtype, scale", [("uint8", "auto"), ("uint16", "0,3000"), ("uint16", "none"),
+                                          ("int16", "-500,700"), ("float32", "0,1"), ("int32", "none")])
+def test_inverse_on_the_device_matches_numpy(dtype, scale):
+    """The engine converts back on the model's device (rsisr.radiometry.Scaling.inverse_torch)."""
+    from rsisr.radiometry import resolve_scaling
+
+    s = resolve_scaling(scale, dtype, 3)
+    x = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    x[0, 0, 0], x[1, 0, 0], x[2, 0, 0] = 0.0, 1.0, np.nan
+    got, ref = s.inverse_torch(torch.from_numpy(x), dtype), s.inverse(x, dtype)
+    assert got.dtype == np.dtype(dtype)
+    assert np.array_equal(got, ref)
