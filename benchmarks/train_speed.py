@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -31,11 +32,12 @@ def measure(trainer, batch: int, crop: int, steps: int, warmup: int, start_step:
     for i in range(warmup):
         trainer.train_step(hr, start_step + i)
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(steps):
         trainer.train_step(hr, start_step + warmup + i)
     sync()
-    return steps * batch / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return steps * batch / wall, steps * batch / cpu
 
 
 def main() -> None:
@@ -62,7 +64,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# device: {name}; crop {args.crop}, batch {args.batch_size}, precision {args.precision}, torch {torch.__version__}")
+    print(f"# device: {name}; crop {args.crop}, batch {args.batch_size}, precision {args.precision}, "
+          f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} (samples/s is wall-clock and drops "
+          "when other jobs share the CPU; samples per CPU-second x threads estimates an idle machine)")
     for preset in args.presets.split(","):
         for stage in args.stages.split(","):
             flags = {"data.crop": args.crop, f"{stage}.batch_size": args.batch_size, f"{stage}.max_steps": 10**6,
@@ -77,15 +81,17 @@ def main() -> None:
                 trainer = LCMTrainer(cfg, device, build_autoencoder(cfg.model))
                 phases = [("CT+KD", 0)]
             for phase, start in phases:
-                rate = measure(trainer, args.batch_size, args.crop, args.steps, args.warmup, start)
+                rate, per_cpu_s = measure(trainer, args.batch_size, args.crop, args.steps, args.warmup, start)
                 record = {"preset": preset, "stage": stage, "phase": phase, "crop": args.crop,
                           "batch": args.batch_size, "samples_per_s": round(rate, 3),
-                          "hr_megapixels_per_s": round(rate * args.crop**2 / 1e6, 4)}
+                          "hr_megapixels_per_s": round(rate * args.crop**2 / 1e6, 4),
+                          "samples_per_cpu_s": round(per_cpu_s, 3)}
                 if args.json:
                     print(json.dumps(record), flush=True)
                 else:
                     print(f"{preset:6s} {stage:3s} {phase:10s} {rate:8.3f} samples/s "
-                          f"({record['hr_megapixels_per_s']:.4f} HR Mpx/s)", flush=True)
+                          f"({record['hr_megapixels_per_s']:.4f} HR Mpx/s; {per_cpu_s:.3f} samples per CPU-second)",
+                          flush=True)
             del trainer
 
 

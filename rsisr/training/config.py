@@ -315,14 +315,14 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _section_fields(stage: str) -> dict[str, set[str]]:
+def _section_fields() -> dict[str, set[str]]:
     return {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
 
 
 def canonical_key(key: str, stage: str) -> str:
     """Full dotted name of ``key``; raises ConfigError naming an unknown or ambiguous key."""
     parts = key.split(".")
-    fields = _section_fields(stage)
+    fields = _section_fields()
     if parts[0] == "model" or parts[0] in MODEL_SECTIONS or (len(parts) == 1 and parts[0] == "preset"):
         full = key if parts[0] == "model" else f"model.{key}"
         _check_model_key(full)

@@ -99,8 +99,6 @@ def train(
             raise InputError(f"--val: {exc}") from None
     else:
         train_images, val_images = split(scan.images, cfg.data.train, cfg.data.val_fraction)
-    log.info("%d training images, %d validation images (%d unreadable and %d smaller than the crop skipped)",
-             len(train_images), len(val_images), scan.unreadable, scan.too_small)
     total_steps = cfg.total_steps(len(train_images))
     device = resolve_device(cfg.run.device)
     if cfg.run.precision == "fp16" and device.type == "cpu":
@@ -153,6 +151,9 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
 
     if scan.unreadable:
         log.warning("%d unreadable images in %s were skipped", scan.unreadable, cfg.data.train)
+    log.info("%d training images, %d validation images (%d unreadable and %d smaller than the crop skipped); "
+             "%d steps of batch %d on %s", len(train_images), len(val_images), scan.unreadable, scan.too_small,
+             total_steps, cfg.stage_config.batch_size, device)
     config_yaml = cfg.to_yaml()
     (out / "config.yaml").write_text(config_yaml)
     common.seed_everything(cfg.train.seed)
