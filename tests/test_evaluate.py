@@ -38,14 +38,14 @@ def metric_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hr_dir(shared_data, tmp_path) -> Path:
-    """Crops of three real evaluation images (small, to keep the CPU tests fast); one is 98x102,
+    """Crops of three real evaluation images (small, to keep the CPU tests fast); one is 54x66,
     not a multiple of 4."""
     from PIL import Image
 
     folder = tmp_path / "hr"
     folder.mkdir()
-    for name, box in (("HARV_001.png", (0, 0, 128, 128)), ("OSBS_001.png", (100, 60, 228, 188)),
-                      ("SJER_002.png", (10, 20, 10 + 98, 20 + 102))):
+    for name, box in (("HARV_001.png", (0, 0, 64, 64)), ("OSBS_001.png", (100, 60, 164, 124)),
+                      ("SJER_002.png", (10, 20, 10 + 54, 20 + 66))):
         with Image.open(shared_data / "eval" / name) as img:
             img.crop(box).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
@@ -115,11 +115,11 @@ def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny
 
 def test_seed_steps_and_limit_are_honoured(hr_dir, tiny_model_file):
     run = dict(metrics="psnr", baselines="none", device="cpu")
-    a = evaluate(hr_dir, tiny_model_file, seed=1, limit=2, **run)
-    b = evaluate(hr_dir, tiny_model_file, seed=1, limit=2, **run)
-    c = evaluate(hr_dir, tiny_model_file, seed=2, limit=2, **run)
-    d = evaluate(hr_dir, tiny_model_file, seed=1, limit=2, steps=2, **run)
-    assert a["data"]["n_images"] == 2 and set(a["metrics"]) == {"model"}
+    a = evaluate(hr_dir, tiny_model_file, seed=1, limit=1, **run)
+    b = evaluate(hr_dir, tiny_model_file, seed=1, limit=1, **run)
+    c = evaluate(hr_dir, tiny_model_file, seed=2, limit=1, **run)
+    d = evaluate(hr_dir, tiny_model_file, seed=1, limit=1, steps=2, **run)
+    assert a["data"]["n_images"] == 1 and set(a["metrics"]) == {"model"}
     assert a["metrics"] == b["metrics"]
     assert a["metrics"]["model"]["psnr"] != c["metrics"]["model"]["psnr"]
     assert a["metrics"]["model"]["psnr"] != d["metrics"]["model"]["psnr"]
@@ -207,8 +207,8 @@ def test_user_errors(hr_dir, tiny_model_file, tmp_path):
     small.mkdir()
     from PIL import Image
 
-    Image.new("RGB", (14, 30)).save(small / "tiny.png")
-    with pytest.raises(InputError, match="at least 16x16"):
+    Image.new("RGB", (64, 30)).save(small / "tiny.png")
+    with pytest.raises(InputError, match="at least 32x32"):
         evaluate(small, tiny_model_file, metrics="psnr")
 
 
@@ -227,10 +227,12 @@ def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path):
     assert report["data"]["n_images"] == 2
     assert f"{report['metrics']['bicubic']['psnr']:.3f}" in result.output
 
-    again = runner.invoke(cli, args)
+    quick = [*args, "--metrics", "psnr", "--limit", "1"]  # the last --metrics/--limit win
+    again = runner.invoke(cli, quick)
     assert again.exit_code == 1
     assert again.output.count("\n") == 1 and "--overwrite" in again.output
-    assert runner.invoke(cli, [*args, "--overwrite"]).exit_code == 0
+    assert runner.invoke(cli, [*quick, "--overwrite"]).exit_code == 0
+    assert json.loads(out.read_text())["metrics"]["model"]["lpips"] is None
 
     from rsisr.api import default_model_path
 

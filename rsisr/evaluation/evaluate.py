@@ -45,7 +45,7 @@ METRICS = ("psnr", "ssim", "lpips", "fid")
 BASELINES = ("bicubic",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_FIGURES = 6
-MIN_HR_SIDE = 16  # SSIM's 11x11 window needs room; 16 keeps the LR at least 4x4
+MIN_HR_SIDE = 32  # LPIPS's AlexNet needs 31 px (two 3x3 max-pools after a stride-4 conv); SSIM 11
 
 
 def parse_choice_list(spec: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
