@@ -161,6 +161,16 @@ def test_without_weights_and_offline_both_metrics_are_unavailable_with_a_warning
         assert perceptual.load_fid_inception(None, torch.device("cpu")) is None
 
 
+def test_local_weights_need_no_download(metric_weights, offline):
+    """With a weights folder nothing is fetched: every download in this test raises."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MetricWeightsWarning)
+        assert perceptual.load_lpips(metric_weights, torch.device("cpu")) is not None
+        assert perceptual.load_fid_inception(metric_weights, torch.device("cpu")) is not None
+
+
 def test_weights_folder_from_the_environment_and_its_errors(tmp_path, monkeypatch, metric_weights):
     monkeypatch.delenv(perceptual.ENV_VAR, raising=False)
     assert perceptual.metric_weights_dir(None) is None
