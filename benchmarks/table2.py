@@ -14,6 +14,7 @@ UNet; the encoder only trains the autoencoder), as in ``rsisr info``.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -52,10 +53,11 @@ def main() -> None:
         parser.error("--size must be a multiple of 4")
 
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     lr_side = args.size // 4
+    load = " load=%.1f,%.1f,%.1f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
     print(f"device={device} ({name}) threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"output={args.size}x{args.size} (LR {lr_side}x{lr_side}) steps={args.steps} {args.precision}")
+          f"output={args.size}x{args.size} (LR {lr_side}x{lr_side}) steps={args.steps} {args.precision}{load}")
     print(f"{'method':<30}{'runtime (s)':>13}{'std (s)':>10}{'# param. (M)':>14}{'runs':>6}")
 
     lr = torch.rand(1, 3, lr_side, lr_side, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).to(device)
