@@ -19,7 +19,7 @@ from rsisr.errors import InputError
 #: GDAL configuration options for rsisr's raster I/O.
 GDAL_CONFIG = {
     # The block cache bounds GDAL's own memory; rasterio takes the value in bytes.
-    "GDAL_CACHEMAX": 128 * 2**20,
+    "GDAL_CACHEMAX": 64 * 2**20,
     # Masks live inside the GeoTIFF, not in a .msk sidecar.
     "GDAL_TIFF_INTERNAL_MASK": True,
     # No .aux.xml sidecars: everything rsisr records is in the GeoTIFF itself.

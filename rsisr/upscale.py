@@ -66,7 +66,7 @@ DEFAULT_BATCH_SIZE = 4
 #: Widest output panel (HR pixels) processed at once; bounds the accumulator's memory.
 PANEL_WIDTH = 8192
 #: Largest output write (HR columns) converted at once; bounds the conversion's memory.
-WRITE_WIDTH = 2048
+WRITE_WIDTH = 1024
 #: How far (LR pixels) the valid edge grows into nodata areas before the rest is mid-grey.
 FILL_GROW = 16
 #: Side of the decimated sample that ``--scale auto`` reads.
@@ -301,8 +301,7 @@ class TiledUpscaler:
                     flush = out_h if finished >= out_h else finished // bh * bh
                     if flush > r0:
                         self._flush(sink, acc, r0, flush, p0, wy_sum, wx_sum, bh, bw)
-                        k = flush - r0
-                        acc = torch.cat([acc[:, k:], acc.new_zeros(3, min(k, cap), acc.shape[-1])], dim=1)
+                        _shift_rows(acc, flush - r0)
                         r0 = flush
         self.tiles_run += done
         return done
@@ -338,11 +337,20 @@ class TiledUpscaler:
             while k < len(js):
                 batch = js[k:k + self.batch_size]
                 lr = torch.stack([x[:, y - ra: y - ra + th, px.start(j) - ca: px.start(j) - ca + tw] for j in batch])
-                out = self.forward(lr, [(y, px.start(j)) for j in batch])
-                out = (out + 1.0) * 0.5
+                out = self.forward(lr, [(y, px.start(j)) for j in batch]).add_(1.0).mul_(0.5)
                 for b, j in enumerate(batch):
                     yield j, out[b]
                 k += len(batch)
+
+
+def _shift_rows(acc: torch.Tensor, k: int) -> None:
+    """Move the rows of (C, R, W) ``acc`` up by ``k`` in place (chunks of k rows never overlap)
+    and zero the ``k`` rows freed at the bottom: no second accumulator-sized buffer."""
+    rows = acc.shape[1]
+    for s in range(0, rows - k, k):
+        e = min(s + k, rows - k)
+        acc[:, s:e] = acc[:, s + k: e + k]
+    acc[:, max(0, rows - k):] = 0
 
 
 def upscale_array(image, model, valid=None, window=None, **options) -> np.ndarray:
@@ -436,7 +444,10 @@ class _RasterSink:
         h, w = data.shape[-2:]
         if self.bands == 1:
             data = data.mean(dim=0, keepdim=True)
-        values = self.source.scaling.inverse_torch(data, self.dtype)
+        if data.device.type == "cpu":  # numpy: same float64 result, no thread pool to wait on
+            values = self.source.scaling.inverse(data.numpy(), self.dtype)
+        else:
+            values = self.source.scaling.inverse_torch(data, self.dtype)
         if self.source.has_mask:
             lr_win, offset = self._lr_window(row, col, h, w)
             valid = nearest_up(self.source.valid(lr_win), offset, (h, w))

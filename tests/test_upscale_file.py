@@ -605,3 +605,16 @@ def test_open_dataset_as_input_and_progress_callback(make_geotiff, tmp_path):
                               progress=lambda done, total: seen.append((done, total)))
         assert not ds.closed
     assert seen[-1] == (result.tiles, result.tiles) and len(seen) == result.tiles == 4 * 3
+
+
+def test_model_object_records_its_file_hash(make_geotiff, tmp_path, tiny_model_file):
+    import rsisr
+    from rsisr.checkpoint import file_sha256
+
+    src = make_geotiff(width=20, height=16)
+    upscale_file(src, tmp_path / "a.tif", rsisr.load_model(tiny_model_file), device="cpu")
+    upscale_file(src, tmp_path / "b.tif", NearestX4(), device="cpu")
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert a.tags()["RSISR_MODEL_SHA256"] == file_sha256(tiny_model_file)
+        assert a.tags()["RSISR_MODEL"] == "tiny.safetensors"
+        assert b.tags()["RSISR_MODEL_SHA256"] == "unknown" and b.tags()["RSISR_MODEL"] == "NearestX4"
