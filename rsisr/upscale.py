@@ -593,6 +593,19 @@ def _check_output(dst, src_name: str, overwrite: bool) -> Path:
     return dst
 
 
+def _check_dataset_output(out, profile: dict, cog: bool) -> None:
+    """An open output dataset must be writable and have the output's size, bands and dtype."""
+    if cog:
+        raise OutputError("--cog needs an output path, not an open dataset")
+    if out.mode not in ("w", "w+", "r+"):
+        raise OutputError(f"the output dataset {out.name} is open in mode {out.mode!r}; open it with 'w' or 'r+'")
+    want = (profile["width"], profile["height"], profile["count"], np.dtype(profile["dtype"]).name)
+    got = (out.width, out.height, out.count, out.dtypes[0])
+    if got != want:
+        raise OutputError(f"the output dataset {out.name} is {got[0]} x {got[1]} with {got[2]} {got[3]} bands; "
+                          f"this output needs {want[0]} x {want[1]} with {want[2]} {want[3]} bands")
+
+
 def _temp_path(dst: Path) -> Path:
     return dst.resolve().parent / f".{dst.name}.{secrets.token_hex(4)}.rsisr-tmp"
 
@@ -663,7 +676,9 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
     ``src``: a path or an open rasterio dataset; ``dst``: a path (written atomically: a temporary
-    file beside it, renamed on success; nothing is left behind on any error or interrupt).
+    file beside it, renamed on success; nothing is left behind on any error or interrupt), or an
+    open writable rasterio dataset of the output's size, band count and dtype (written in place:
+    its georeferencing and creation options are the caller's; ``cog`` needs a path).
     ``model``: a model file, None for the bundled default, or a model object (see the module
     docstring). The other keywords are ``rsisr upscale``'s options: ``tile``/``overlap`` (LR
     pixels), ``batch_size``, ``steps``, ``seed``, ``device``, ``precision``, ``bands`` ("4,3,2"
@@ -695,7 +710,9 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     with gdal_env():
         src, owned = _open_source(src)
         try:
-            dst = _check_output(dst, src.name, overwrite)
+            dst_dataset = dst if hasattr(dst, "write") and hasattr(dst, "mode") else None
+            if dst_dataset is None:
+                dst = _check_output(dst, src.name, overwrite)
             _check_georeferencing(src)
             indexes, alpha = _select_bands(src, bands)
             if bounds is not None:
@@ -738,57 +755,65 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             source = _RasterSource(src, indexes, scaling, mask_mode)
             lr_window = (window.row_off, window.col_off, window.height, window.width)
 
-            temps: list[Path] = []
-            try:
-                tmp = _temp_path(dst)
-                temps.append(tmp)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    try:
-                        out = rasterio.open(tmp, "w", **profile)
-                    except RasterioError as exc:
-                        raise OutputError(f"cannot write {tmp.parent}: {exc}") from None
-                with out:
-                    out.colorinterp = [src.colorinterp[b - 1] for b in out_bands]
-                    for k, b in enumerate(out_bands, start=1):
-                        if src.descriptions[b - 1]:
-                            out.set_band_description(k, src.descriptions[b - 1])
-                        if src.units[b - 1]:
-                            out.set_band_unit(k, src.units[b - 1])
-                    if any(s != 1.0 for s in src.scales) or any(o != 0.0 for o in src.offsets):
-                        out.scales = [src.scales[b - 1] for b in out_bands]
-                        out.offsets = [src.offsets[b - 1] for b in out_bands]
-                    out.update_tags(**tags)
-                    sink = _RasterSink(out, source, window, mask_mode, len(indexes), alpha)
-                    total = engine.count_tiles(source.shape, lr_window, sink.block_shape)
-                    tick, close = _progress(progress, total)
-                    engine.on_tile = tick
-                    try:
-                        engine.run(source, sink, lr_window)
-                    finally:
-                        close()
-                final = tmp
-                if cog:
-                    final = _temp_path(dst)
-                    temps.append(final)
-                    try:
-                        rasterio.shutil.copy(tmp, final, driver="COG", **cog_options)
-                    except RasterioError as exc:
-                        raise OutputError(f"writing the Cloud Optimized GeoTIFF failed: {exc}") from None
-                if dst.exists() and not overwrite:
-                    raise OutputError(f"output {str(dst)!r} appeared while rsisr was writing; pass --overwrite")
-                os.replace(final, dst)
-            finally:
-                for t in temps:
-                    _remove(t)
+            def fill(out) -> None:
+                """Band metadata and tags, then the engine, into the open output ``out``."""
+                out.colorinterp = [src.colorinterp[b - 1] for b in out_bands]
+                for k, b in enumerate(out_bands, start=1):
+                    if src.descriptions[b - 1]:
+                        out.set_band_description(k, src.descriptions[b - 1])
+                    if src.units[b - 1]:
+                        out.set_band_unit(k, src.units[b - 1])
+                if any(s != 1.0 for s in src.scales) or any(o != 0.0 for o in src.offsets):
+                    out.scales = [src.scales[b - 1] for b in out_bands]
+                    out.offsets = [src.offsets[b - 1] for b in out_bands]
+                out.update_tags(**tags)
+                sink = _RasterSink(out, source, window, mask_mode, len(indexes), alpha)
+                tick, close = _progress(progress, engine.count_tiles(source.shape, lr_window, sink.block_shape))
+                engine.on_tile = tick
+                try:
+                    engine.run(source, sink, lr_window)
+                finally:
+                    close()
+
+            if dst_dataset is not None:
+                _check_dataset_output(dst_dataset, profile, cog)
+                fill(dst_dataset)
+            else:
+                temps: list[Path] = []
+                try:
+                    tmp = _temp_path(dst)
+                    temps.append(tmp)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                        try:
+                            out = rasterio.open(tmp, "w", **profile)
+                        except RasterioError as exc:
+                            raise OutputError(f"cannot write {tmp.parent}: {exc}") from None
+                    with out:
+                        fill(out)
+                    final = tmp
+                    if cog:
+                        final = _temp_path(dst)
+                        temps.append(final)
+                        try:
+                            rasterio.shutil.copy(tmp, final, driver="COG", **cog_options)
+                        except RasterioError as exc:
+                            raise OutputError(f"writing the Cloud Optimized GeoTIFF failed: {exc}") from None
+                    if dst.exists() and not overwrite:
+                        raise OutputError(f"output {str(dst)!r} appeared while rsisr was writing; pass --overwrite")
+                    os.replace(final, dst)
+                finally:
+                    for t in temps:
+                        _remove(t)
         finally:
             if owned:
                 src.close()
 
     seconds = time.perf_counter() - t0
-    log.info("wrote %s (%d x %d, %d bands) from %d tiles in %.1f s", dst, profile["width"], profile["height"],
+    path = Path(dst.name) if dst_dataset is not None else dst
+    log.info("wrote %s (%d x %d, %d bands) from %d tiles in %.1f s", path, profile["width"], profile["height"],
              count, engine.tiles_run, seconds)
-    return UpscaleResult(dst, profile["width"], profile["height"], count, engine.tiles_run, seconds,
+    return UpscaleResult(path, profile["width"], profile["height"], count, engine.tiles_run, seconds,
                          scaling.to_tag())
 
 

@@ -618,3 +618,17 @@ def test_model_object_records_its_file_hash(make_geotiff, tmp_path, tiny_model_f
         assert a.tags()["RSISR_MODEL_SHA256"] == file_sha256(tiny_model_file)
         assert a.tags()["RSISR_MODEL"] == "tiny.safetensors"
         assert b.tags()["RSISR_MODEL_SHA256"] == "unknown" and b.tags()["RSISR_MODEL"] == "NearestX4"
+
+
+def test_open_dataset_as_output(make_geotiff, tmp_path):
+    src = make_geotiff(width=30, height=20)
+    with rasterio.open(src) as s:
+        profile = dict(s.profile, width=120, height=80, transform=s.transform @ Affine.scale(0.25))
+    with rasterio.open(tmp_path / "mine.tif", "w", **profile) as out:
+        result = upscale_file(src, out, NearestX4(), device="cpu")
+        assert not out.closed and result.path == tmp_path / "mine.tif"
+    with rasterio.open(src) as s, rasterio.open(tmp_path / "mine.tif") as o:
+        assert np.array_equal(o.read(), up4(s.read())) and o.tags()["RSISR_BANDS"] == "1,2,3"
+    with rasterio.open(tmp_path / "small.tif", "w", **dict(profile, width=60)) as out:
+        with pytest.raises(OutputError, match="this output needs 120 x 80"):
+            upscale_file(src, out, NearestX4(), device="cpu")
