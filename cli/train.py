@@ -75,8 +75,8 @@ def train_ae(**kwargs) -> None:
 
 
 @train.command("lcm")
-@click.option("--ae", "ae", type=click.Path(dir_okay=False), default=None,
-              help="The stage-1 autoencoder: RUN_DIR/model.safetensors of `rsisr train ae`.")
+@click.option("--ae", "ae", type=click.Path(), default=None,
+              help="The stage-1 autoencoder: RUN_DIR/model.safetensors of `rsisr train ae` (or that RUN_DIR).")
 @click.option("--no-kd", is_flag=True, help="Drop the KD loss (ablation 'w/o KD', paper Table III).")
 @click.option("--no-consistency", is_flag=True,
               help="Replace L_CT by L1(f(z_t), z0) (ablation 'w/o consistency', paper Table III).")

@@ -68,6 +68,12 @@ class AETrainer:
         self.generator = torch.Generator(device).manual_seed(cfg.train.seed + 1)
         self.perceptual = _perceptual(s.perceptual_weight, device)
         self.loss_names = ("loss", "l1", "kl", "g", "d", "adv_weight") + (("lpips",) if self.perceptual else ())
+        if cfg.run.compile:
+            # The adaptive weight takes two gradients through the same graph (retain_graph=True),
+            # which compiled backward functions only allow without donated buffers.
+            from torch._functorch import config as functorch_config
+
+            functorch_config.donated_buffer = False
         self.ae_fwd = torch.compile(self.ae) if cfg.run.compile else self.ae
         self.disc_fwd = torch.compile(self.disc) if cfg.run.compile else self.disc
         log.info("stage 1: L1 only for steps < %d, then L1 + KL + adversarial", self.disc_start)

@@ -195,12 +195,18 @@ class RunConfig:
     compile: bool = False
     #: channels_last memory format; null: on CUDA only (where it helps convolutions).
     channels_last: bool | None = None
+    #: CPU threads of torch (torch.set_num_threads); null: torch's default. On a CPU shared with
+    #: other jobs, fewer threads than cores avoid oversubscription. Results on the CPU may
+    #: differ in the last bits between thread counts.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"run.workers must be >= 0, got {self.workers}")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"run.threads must be positive, got {self.threads}")
 
 
 SECTIONS: dict[str, type] = {

@@ -64,6 +64,8 @@ def train(
         ae_path = ae if ae is not None else (stored or {}).get("lcm", {}).get("ae")
         if not ae_path:
             raise InputError("rsisr train lcm needs --ae PATH: the model.safetensors of an `rsisr train ae` run")
+        if Path(ae_path).is_dir() and (Path(ae_path) / "model.safetensors").is_file():
+            ae_path = Path(ae_path) / "model.safetensors"  # the stage-1 run directory
         autoencoder = load_autoencoder(ae_path)
         base_model = autoencoder.full_config
         flags["lcm.ae"] = str(Path(ae_path).resolve())
@@ -106,9 +108,15 @@ def train(
     workers = cfg.run.workers if cfg.run.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
 
     out.mkdir(parents=True, exist_ok=True)
-    with _log_to_file(out / "train.log"):
-        return _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, device, workers,
-                    autoencoder, progress, callback)
+    threads = torch.get_num_threads()
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    try:
+        with _log_to_file(out / "train.log"):
+            return _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, device, workers,
+                        autoencoder, progress, callback)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
