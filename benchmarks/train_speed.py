@@ -8,6 +8,9 @@ freshly initialised autoencoder: its cost does not depend on the weights.
     python benchmarks/train_speed.py                              # small and paper, CPU, crop 256
     python benchmarks/train_speed.py --presets small --crop 128 --batch-size 8 --steps 5
     python benchmarks/train_speed.py --device cuda --precision bf16 --batch-size 16
+
+On a CPU shared with other jobs, compare ``--threads 1``: two threads per process oversubscribe
+two cores and can run many times slower (``rsisr train --set run.threads=1``).
 """
 
 from __future__ import annotations

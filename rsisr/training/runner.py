@@ -37,10 +37,10 @@ def train(
     import torch
     import yaml
 
-    from rsisr.checkpoint import file_sha256, load_autoencoder
+    from rsisr.checkpoint import load_autoencoder
     from rsisr.device import resolve_device
     from rsisr.training import common, config as tconfig
-    from rsisr.training.data import CropDataset, load_val_set, make_loader, scan_folder, split
+    from rsisr.training.data import scan_folder, split
 
     out = Path(out)
     common.prepare_run_dir(out, resume)
