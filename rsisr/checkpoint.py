@@ -62,6 +62,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, config: ModelConfig | 
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is as readable as any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -93,3 +93,14 @@ def test_no_default_model_yet_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
     with pytest.raises(CheckpointError, match="--model"):
         rsisr.load_model()
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path, tiny_model):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = rsisr.save_model(tiny_model, tmp_path / "perm.safetensors")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
