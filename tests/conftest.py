@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +77,18 @@ def make_geotiff(tmp_path):
         return path
 
     return make
+
+
+SHARED_TOOL = SHARED / "tools" / "metric-weights"
+
+
+@pytest.fixture(scope="session")
+def metric_weights(tmp_path_factory) -> Path:
+    """The folder written by ../shared/tools/metric-weights (once per test session)."""
+    if not SHARED_TOOL.is_file():
+        pytest.skip(f"{SHARED_TOOL} is absent (the ../shared folder is needed for the metric weights)")
+    folder = tmp_path_factory.getbasetemp() / "metric-weights"
+    if not (folder / "weights.json").is_file():
+        subprocess.run([str(SHARED_TOOL), str(folder)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHON": sys.executable}, timeout=600)
+    return folder

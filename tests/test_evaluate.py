@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -19,21 +16,9 @@ from rsisr.evaluation import perceptual
 from rsisr.evaluation.evaluate import degrade, evaluate, read_hr, to_8bit
 from rsisr.evaluation.metrics import psnr, ssim
 
-SHARED_TOOL = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "metric-weights"
 REPORT_KEYS = {"rsisr_version", "device", "model", "data", "metrics", "runtime_s_per_image"}
 METRIC_KEYS = {"psnr", "ssim", "lpips", "fid"}
 
-
-@pytest.fixture(scope="session")
-def metric_weights(tmp_path_factory) -> Path:
-    """The folder written by ../shared/tools/metric-weights (shared with test_metrics_perceptual)."""
-    if not SHARED_TOOL.is_file():
-        pytest.skip(f"{SHARED_TOOL} is absent (the ../shared folder is needed for the metric weights)")
-    folder = tmp_path_factory.getbasetemp() / "metric-weights"
-    if not (folder / "weights.json").is_file():
-        subprocess.run([str(SHARED_TOOL), str(folder)], check=True, capture_output=True,
-                       env={**os.environ, "PYTHON": sys.executable}, timeout=600)
-    return folder
 
 
 @pytest.fixture

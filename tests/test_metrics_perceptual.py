@@ -15,8 +15,6 @@ is marked ``slow``; the Inception features are compared in the default run.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -27,19 +25,7 @@ import torch
 from rsisr.errors import InputError, MetricWeightsWarning
 from rsisr.evaluation import perceptual
 
-SHARED_TOOL = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "metric-weights"
 
-
-@pytest.fixture(scope="session")
-def metric_weights(tmp_path_factory) -> Path:
-    """The folder written by ../shared/tools/metric-weights (once per test session)."""
-    if not SHARED_TOOL.is_file():
-        pytest.skip(f"{SHARED_TOOL} is absent (the ../shared folder is needed for the metric weights)")
-    folder = tmp_path_factory.getbasetemp() / "metric-weights"
-    if not (folder / "weights.json").is_file():
-        subprocess.run([str(SHARED_TOOL), str(folder)], check=True, capture_output=True,
-                       env={**os.environ, "PYTHON": sys.executable}, timeout=600)
-    return folder
 
 
 @pytest.fixture
