@@ -8,7 +8,6 @@ model, "autoencoder" for a stage-1 autoencoder), ``config`` (ModelConfig JSON), 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
