@@ -92,3 +92,31 @@ def metric_weights(tmp_path_factory) -> Path:
         subprocess.run([str(SHARED_TOOL), str(folder)], check=True, capture_output=True,
                        env={**os.environ, "PYTHON": sys.executable}, timeout=600)
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: faster for small tensors, and far faster on a shared, busy CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No local metric weights and no network: an empty hub cache and a download that fails."""
+    import urllib.error
+
+    import torch
+
+    from rsisr.evaluation import perceptual
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv(perceptual.ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import torch
 from click.testing import CliRunner
 
 from rsisr.errors import CheckpointError, InputError, MetricWeightsWarning, OutputError, RsisrWarning
-from rsisr.evaluation import perceptual
 from rsisr.evaluation.evaluate import degrade, evaluate, read_hr, to_8bit
 from rsisr.evaluation.metrics import psnr, ssim
 
@@ -36,15 +34,6 @@ def hr_dir(shared_data, tmp_path) -> Path:
     (folder / "notes.txt").write_text("not an image")
     return folder
 
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError("no network in this test")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    monkeypatch.delenv(perceptual.ENV_VAR, raising=False)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
 
 
 def _check_shape(report: dict, methods: set[str]) -> None:

@@ -15,7 +15,6 @@ is marked ``slow``; the Inception features are compared in the default run.
 from __future__ import annotations
 
 import os
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +43,6 @@ def package_hub_cache(tmp_path, monkeypatch, metric_weights) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     return checkpoints
 
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """No local weights and no network: an empty hub cache and a download that fails."""
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError("no network in this test")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    monkeypatch.delenv(perceptual.ENV_VAR, raising=False)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
 
 
 def _pair(h: int = 64, w: int = 96) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,13 +12,7 @@ from rsisr.standins import ConvX4, NearestX4, NoiseX4
 from rsisr.upscale import ArraySink, ArraySource, TiledUpscaler, fill_invalid, upscale_array
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and far faster on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def untiled(model, image, noises=()):
