@@ -451,7 +451,12 @@ class _RasterSink:
         if self.source.has_mask:
             lr_win, offset = self._lr_window(row, col, h, w)
             valid = nearest_up(self.source.valid(lr_win), offset, (h, w))
-            self._apply_mask(values, valid)
+            band_valid = None
+            if self.mask_mode == "nodata":
+                masks = self.source._read(self.source.src.read_masks, "the band masks",
+                                          indexes=self.source.indexes, window=lr_win)
+                band_valid = nearest_up(masks > 0, offset, (h, w))
+            self._apply_mask(values, valid, band_valid)
             if self.mask_mode == "alpha":
                 alpha = self.source._read(self.source.src.read, "the alpha band", indexes=[self.alpha], window=lr_win)
                 values = np.concatenate([values, nearest_up(alpha, offset, (h, w))])
@@ -459,20 +464,31 @@ class _RasterSink:
                 self.dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=Window(col, row, w, h))
         self.dst.write(values, window=Window(col, row, w, h))
 
-    def _apply_mask(self, values: np.ndarray, valid: np.ndarray) -> None:
+    def _apply_mask(self, values: np.ndarray, valid: np.ndarray, band_valid: np.ndarray | None = None) -> None:
+        """Write nodata / NaN / 0 where the input was invalid (nearest x4).
+
+        With a nodata value, each band's own mask is kept too (``band_valid``, (C, h, w), GDAL's
+        per-band masks of the input x4): a band is nodata exactly where the input band was, and a
+        valid value that the model made equal to nodata moves one step away. So the output's band
+        masks and dataset mask are the input's x4 (without this a dark band clipped to 0 would
+        read as a hole in tools that honour per-band nodata).
+        """
         invalid = ~valid
         if self.nodata is not None:
             nodata = np.array(self.nodata).astype(self.dtype)
             values[:, invalid] = nodata
             if not np.isnan(nodata):
-                # a valid pixel equal to nodata in every band would turn invalid: one step away
-                same = valid & np.all(values == nodata, axis=0)
-                if same.any():
-                    if self.dtype.kind == "f":
-                        step = np.nextafter(nodata, np.inf).astype(self.dtype)
-                    else:
-                        step = nodata + 1 if nodata < np.iinfo(self.dtype).max else nodata - 1
+                if self.dtype.kind == "f":
+                    step = np.nextafter(nodata, np.inf).astype(self.dtype)
+                else:
+                    step = nodata + 1 if nodata < np.iinfo(self.dtype).max else nodata - 1
+                if band_valid is None:
+                    # a valid pixel equal to nodata in every band would turn invalid: one step away
+                    same = valid & np.all(values == nodata, axis=0)
                     values[0][same] = step
+                else:
+                    values[(values == nodata) & band_valid] = step
+                    values[~band_valid] = nodata
         elif self.dtype.kind == "f":
             values[:, invalid] = np.nan
         else:

@@ -59,6 +59,9 @@ def check_against_input(src_path, out_path, window, bands, with_values=True):
         assert o.descriptions == tuple(s.descriptions[b - 1] for b in bands)
         mask_in = s.dataset_mask(window=window)
         assert np.array_equal(o.dataset_mask(), up4(mask_in))
+        if s.nodata is not None:  # each band's own nodata mask too (what per-band nodata readers see)
+            for k, b in enumerate(bands, start=1):
+                assert np.array_equal(o.read_masks(k), up4(s.read_masks(b, window=window))), (src_path, b)
         assert o.profile["tiled"] and o.profile["compress"] == "deflate"
         tags = o.tags()
         assert tags["RSISR_BANDS"] == ",".join(map(str, bands)) and "RSISR_SCALING" in tags
@@ -627,3 +630,25 @@ def test_open_dataset_as_output(make_geotiff, tmp_path):
     with rasterio.open(tmp_path / "small.tif", "w", **dict(profile, width=60)) as out:
         with pytest.raises(OutputError, match="this output needs 120 x 80"):
             upscale_file(src, out, NearestX4(), device="cpu")
+
+
+def test_values_the_model_makes_equal_to_nodata_stay_valid_in_every_band(make_geotiff, tmp_path):
+    """A model output that hits the nodata value inside valid pixels (dark water clipped to 0,
+    say) must not punch holes in any band's mask: per-band nodata readers would show them."""
+
+    class Black(NearestX4):
+        def forward(self, lr, noises=(), steps=1):
+            return torch.full_like(super().forward(lr), -1.0)  # 0 in every band
+
+    data = np.full((3, 16, 20), 100, np.uint8)
+    data[:, :4] = 0  # a nodata collar (0 in every band)
+    data[0, 8:, :5] = 0  # band 1 alone is nodata here, as GDAL's per-band masks say
+    src = make_geotiff(width=20, height=16, data=data, nodata=0)
+    out = tmp_path / "black.tif"
+    upscale_file(src, out, Black(), device="cpu")
+    with rasterio.open(src) as s, rasterio.open(out) as o:
+        assert np.array_equal(o.dataset_mask(), up4(s.dataset_mask()))
+        for b in (1, 2, 3):
+            assert np.array_equal(o.read_masks(b), up4(s.read_masks(b))), b
+        values = o.read()
+        assert values[:, o.dataset_mask() > 0].max() == 1  # moved one step off nodata
