@@ -124,6 +124,10 @@ class UNetConfig:
             )
 
 
+#: Values of :attr:`DiffusionConfig.prediction`.
+PREDICTIONS = ("eps", "x0")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     """Noise schedule and consistency parameterisation (paper Sec. II-B, DESIGN.md Stage 2)."""
@@ -136,8 +140,17 @@ class DiffusionConfig:
     sigma_data: float = 0.5
     #: Timestep interval k of consistency training (Algorithm 1; the reference uses 250).
     k: int = 250
+    #: What the UNet outputs inside the consistency function. ``eps`` (the paper's Eq. 8): noise,
+    #: turned into z_0 by (z_t - sqrt(1 - ab_t) eps) / sqrt(ab_t). ``x0`` (Song et al. 2023,
+    #: f = c_skip z_t + c_out F(z_t)): z_0 directly, which avoids dividing the UNet's error by
+    #: sqrt(ab_t) (0.026 at t = T-1) and trains single-step models much faster on small budgets.
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(
+                f"diffusion.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}"
+            )
         _check_positive("diffusion.timesteps", self.timesteps)
         _check_positive("diffusion.k", self.k)
         if not 0.0 < self.beta_start < self.beta_end < 1.0:

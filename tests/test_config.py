@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rsisr.config import PRESETS, AutoencoderConfig, ModelConfig, UNetConfig, get_preset
+from rsisr.config import PRESETS, AutoencoderConfig, DiffusionConfig, ModelConfig, UNetConfig, get_preset
 from rsisr.errors import ConfigError, RsisrError
 
 
@@ -29,11 +29,20 @@ def test_unknown_key_is_named():
         (lambda: AutoencoderConfig(ch=48, norm_groups=32), "norm_groups"),
         (lambda: UNetConfig(ch=64, head_dim=48), "head_dim"),
         (lambda: ModelConfig.from_dict({"unet": {"ch": "wide"}}), "unet.ch"),
+        (lambda: DiffusionConfig(prediction="v"), "diffusion.prediction must be one of eps, x0"),
     ],
 )
 def test_invalid_values_raise_config_error(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
+
+
+def test_prediction_defaults_to_the_papers_eps_for_older_configs():
+    """Configs written before diffusion.prediction existed (no key) keep the paper's eps form."""
+    data = PRESETS["small"].to_dict()
+    del data["diffusion"]["prediction"]
+    assert ModelConfig.from_dict(data).diffusion.prediction == "eps"
+    assert PRESETS["paper"].diffusion.prediction == "eps"
 
 
 def test_config_error_is_rsisr_and_value_error():

@@ -55,6 +55,23 @@ def test_consistency_function_boundary_condition():
     torch.testing.assert_close(f(z0, z0, torch.zeros(2, dtype=torch.long)), z0)
 
 
+def test_x0_prediction_is_song_et_al_parameterisation():
+    """prediction="x0": f = c_skip z_t + c_out F(z_t); same boundary condition; at t = T-1 the
+    output is (almost) F itself, with no 1/sqrt(alpha_bar) factor on the network's output."""
+    net_out = torch.randn(2, 4, 8, 8)
+    unet = lambda z, t, c: net_out  # noqa: E731
+    cfg = DiffusionConfig(prediction="x0")
+    f = ConsistencyFunction(unet, cfg)
+    z = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(f(z, z, torch.zeros(2, dtype=torch.long)), z)
+    t = torch.tensor([999, 400])
+    expected = c_skip(t, 1000)[:, None, None, None].float() * z + c_out(t, 1000)[:, None, None, None].float() * net_out
+    torch.testing.assert_close(f(z, z, t), expected)
+    # the eps form of the same network output is far away at t = T-1 (divided by sqrt(ab) = 0.026)
+    eps_out = ConsistencyFunction(unet, DiffusionConfig())(z, z, t)
+    assert (eps_out[0] - expected[0]).abs().mean() > 10 * (expected[0] - net_out[0]).abs().mean()
+
+
 def test_q_sample_formula():
     ab = alphas_cumprod(linear_betas(1000, 0.0015, 0.0155)).float()
     z0, eps = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)

@@ -58,6 +58,8 @@ def sampling_timesteps(steps: int, timesteps: int) -> list[int]:
 class ConsistencyFunction(nn.Module):
     """f_theta(z_t, c, t) = c_skip(t) z_t + c_out(t) (z_t - sqrt(1 - ab_t) eps_theta(z_t, c, t)) / sqrt(ab_t)
     (paper Eq. 8), which satisfies the boundary condition f(z_0, c, 0) = z_0 (Eq. 7).
+    With ``prediction = "x0"`` the UNet output F is z_0 itself: f = c_skip(t) z_t + c_out(t) F
+    (Song et al. 2023, Eq. 5), with the same scalings and boundary condition.
     """
 
     def __init__(self, unet: nn.Module, cfg: DiffusionConfig):
@@ -71,12 +73,15 @@ class ConsistencyFunction(nn.Module):
 
     def forward(self, z_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        eps = self.unet(z_t, t, cond)
-        ab = self.alpha_bar[t].to(torch.float32)[:, None, None, None]
+        pred = self.unet(z_t, t, cond).float()
         skip = c_skip(t, cfg.timesteps, cfg.boundary_s, cfg.sigma_data).float()[:, None, None, None]
         out = c_out(t, cfg.timesteps, cfg.boundary_s, cfg.sigma_data).float()[:, None, None, None]
-        z_t32, eps32 = z_t.float(), eps.float()
-        z0_pred = (z_t32 - (1.0 - ab).sqrt() * eps32) / ab.sqrt()
+        z_t32 = z_t.float()
+        if cfg.prediction == "x0":
+            z0_pred = pred
+        else:
+            ab = self.alpha_bar[t].to(torch.float32)[:, None, None, None]
+            z0_pred = (z_t32 - (1.0 - ab).sqrt() * pred) / ab.sqrt()
         return (skip * z_t32 + out * z0_pred).to(z_t.dtype)
 
 
