@@ -47,7 +47,10 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     if path is None:
         path = default_model_path()
         if path is None:
-            raise CheckpointError("no default model ships with this rsisr yet; pass a model file (--model PATH)")
+            raise CheckpointError(
+                f"no default model at {DEFAULT_MODEL_PATH} (the bundled weights are missing from this install); "
+                "reinstall rsisr or pass a model file (--model PATH)"
+            )
     return _load_model(path, device)
 
 

@@ -159,10 +159,11 @@ def test_fid_of_a_single_image_is_null_with_a_warning(hr_dir, tiny_model_file, m
     assert report["metrics"]["model"] == {"psnr": None, "ssim": None, "lpips": None, "fid": None}
 
 
-def test_user_errors(hr_dir, tiny_model_file, tmp_path):
-    from rsisr.api import default_model_path
+def test_user_errors(hr_dir, tiny_model_file, tmp_path, monkeypatch):
+    import rsisr.api
 
-    if default_model_path() is None:
+    with monkeypatch.context() as m:  # a stripped install without the bundled weights
+        m.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
         with pytest.raises(CheckpointError, match="--model"):
             evaluate(hr_dir, None, metrics="psnr")
     with pytest.raises(InputError, match="unknown metric 'mse'"):
@@ -186,7 +187,7 @@ def test_user_errors(hr_dir, tiny_model_file, tmp_path):
         evaluate(small, tiny_model_file, metrics="psnr")
 
 
-def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path):
+def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path, monkeypatch):
     from rsisr_cli.main import cli
 
     runner = CliRunner()
@@ -208,9 +209,10 @@ def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path):
     assert runner.invoke(cli, [*quick, "--overwrite"]).exit_code == 0
     assert json.loads(out.read_text())["metrics"]["model"]["lpips"] is None
 
-    from rsisr.api import default_model_path
+    import rsisr.api
 
-    if default_model_path() is None:  # until a default model ships, --model is required
+    with monkeypatch.context() as m:  # a stripped install without the bundled weights
+        m.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
         no_model = runner.invoke(cli, ["evaluate", "--data", str(hr_dir), "--out", str(tmp_path / "x.json")])
-        assert no_model.exit_code == 1
-        assert no_model.output.startswith("Error: no default model") and no_model.output.count("\n") == 1
+    assert no_model.exit_code == 1
+    assert no_model.output.startswith("Error: no default model") and no_model.output.count("\n") == 1
