@@ -203,6 +203,23 @@ def test_resume_with_a_different_config(ae_run, image_dir):
     _one_line_error(result, "--resume")
 
 
+def test_resume_a_run_written_before_a_config_key_existed(ae_run, image_dir, tmp_path):
+    """A run whose config.yaml lacks a key added later (here model.diffusion.prediction) resumes:
+    the missing key takes today's default instead of counting as a changed setting."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "old"
+    shutil.copytree(ae_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["model"]["diffusion"]["prediction"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(run), "--resume", "--max-steps", "4", "-q"])
+    assert result.exit_code == 0, result.output
+    assert [int(r["step"]) for r in _rows(run)] == [1, 2, 3, 4]
+
+
 def test_unknown_config_keys_are_named(image_dir, tmp_path):
     result = _invoke(["train", "ae", "--data", str(image_dir), "--out", str(tmp_path / "r"), *FAST, "--set", "ae.lrr=1"])
     _one_line_error(result, "ae.lrr")

@@ -80,7 +80,10 @@ def train(
             "trained: drop the model.autoencoder overrides (and --preset, or use the preset the autoencoder was trained with)"
         )
     if resume:
-        diffs = tconfig.config_differences(stored, cfg.to_dict())
+        # The stored config with today's defaults for keys added since it was written, so a run
+        # started by an older rsisr resumes unless a setting really changed.
+        stored_now = tconfig.resolve(stage, base=stored).to_dict()
+        diffs = tconfig.config_differences(stored_now, cfg.to_dict())
         if diffs:
             key, was, now = diffs[0]
             raise ConfigError(
