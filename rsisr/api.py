@@ -16,8 +16,10 @@ from rsisr.models.autoencoder import ResidualAutoencoder
 from rsisr.models.lcmsr import LCMSR, build_condnet
 from rsisr.models.unet import UNet
 
-#: Where a bundled default model lives once one ships.
+#: The bundled default model (README, "Default model": the model card and its recipe).
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
+#: sha256 of the bundled default model file, as released.
+DEFAULT_MODEL_SHA256 = "c213ef5696aafb4deabe9ba235a5f7bfcb9ad9f1c9bd13ea5ffa35957c967a6d"
 
 
 def _config(preset: str | ModelConfig) -> ModelConfig:
@@ -38,7 +40,7 @@ def build_autoencoder(preset: str | ModelConfig = "small") -> ResidualAutoencode
 
 
 def default_model_path() -> Path | None:
-    """The bundled default model, or None while none ships."""
+    """The bundled default model, or None when the weights file is missing from this install."""
     return DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else None
 
 
