@@ -1,8 +1,11 @@
 """Super-resolve only an area of interest: a polygon from a vector file, or a lon/lat box.
 
-    python examples/aoi_upscale.py INPUT.tif OUTPUT.tif --model model.safetensors --aoi field.geojson
-    python examples/aoi_upscale.py INPUT.tif OUTPUT.tif --model model.safetensors \
+    python examples/aoi_upscale.py INPUT.tif OUTPUT.tif --aoi field.geojson
+    python examples/aoi_upscale.py INPUT.tif OUTPUT.tif \
         --bbox -77.5 23.5 -77.3 23.7            # lon/lat (EPSG:4326)
+
+``--model PATH`` runs your own weights instead of the bundled default model (``--model tiny``:
+the untrained test-size model).
 
 The output covers the smallest whole-pixel window of the input around the area (its bounding
 box in the raster's CRS), with the same pixels as that window of a whole-scene run would have,
@@ -23,7 +26,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input")
     parser.add_argument("output")
-    parser.add_argument("--model", required=True, help="a .safetensors model file, or 'tiny' (untrained)")
+    parser.add_argument("--model", default=None,
+                        help="a .safetensors model file, or 'tiny' (untrained); default: the bundled model")
     area = parser.add_mutually_exclusive_group(required=True)
     area.add_argument("--aoi", help="GeoJSON, GeoPackage, Shapefile... with a polygon (no CRS: EPSG:4326)")
     area.add_argument("--bbox", nargs=4, type=float, metavar=("LON_MIN", "LAT_MIN", "LON_MAX", "LAT_MAX"))

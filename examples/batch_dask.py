@@ -1,6 +1,8 @@
 """Super-resolve folders of scenes with Dask, from a script.
 
-    python examples/batch_dask.py MODEL.safetensors INPUT_DIR OUTPUT_DIR [tcp://scheduler:8786]
+    python examples/batch_dask.py INPUT_DIR OUTPUT_DIR [tcp://scheduler:8786]
+
+The bundled default model runs; set ``RSISR_EXAMPLE_MODEL=path.safetensors`` for your own.
 
 1. ``rsisr.batch.upscale_folder``: the whole job (what ``rsisr batch`` runs): a LocalCluster, or
    an existing cluster when a scheduler address is given.
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,13 +21,13 @@ from distributed import Client, LocalCluster
 from rsisr.batch import format_table, upscale_folder, upscale_scene
 
 
-def whole_folder(model: str, input_dir: str, output_dir: str, scheduler: str | None) -> None:
+def whole_folder(model: str | None, input_dir: str, output_dir: str, scheduler: str | None) -> None:
     report = upscale_folder(input_dir, output_dir, model, pattern="*.tif", recursive=True, workers=2,
                             scheduler=scheduler, report=Path(output_dir) / "report.json", seed=0)
     print(format_table(report))
 
 
-def own_file_list(model: str, input_dir: str, output_dir: str, scheduler: str | None) -> None:
+def own_file_list(model: str | None, input_dir: str, output_dir: str, scheduler: str | None) -> None:
     inputs = sorted(str(p) for p in Path(input_dir).glob("*.tif"))
     outputs = [str(Path(output_dir) / "mapped" / Path(p).name) for p in inputs]
     cluster = None if scheduler else LocalCluster(n_workers=2, threads_per_worker=1)
@@ -38,7 +41,8 @@ def own_file_list(model: str, input_dir: str, output_dir: str, scheduler: str | 
 
 
 if __name__ == "__main__":
-    model_path, src_dir, dst_dir = sys.argv[1:4]
-    address = sys.argv[4] if len(sys.argv) > 4 else None
+    src_dir, dst_dir = sys.argv[1:3]
+    address = sys.argv[3] if len(sys.argv) > 3 else None
+    model_path = os.environ.get("RSISR_EXAMPLE_MODEL")  # None: the bundled default model
     whole_folder(model_path, src_dir, dst_dir, address)
     own_file_list(model_path, src_dir, dst_dir, address)

@@ -1,9 +1,10 @@
 """Super-resolve a GeoTIFF by 4x from a GIS script, then check what came out.
 
-    python examples/upscale_geotiff.py INPUT.tif OUTPUT.tif --model model.safetensors [--cog]
+    python examples/upscale_geotiff.py INPUT.tif OUTPUT.tif [--model model.safetensors] [--cog]
 
-Without a trained model at hand, ``--model tiny`` builds the untrained test-size model (the
-output is then noise on top of bicubic, but georeferencing, masks and tags are all real).
+Without ``--model`` the bundled default model runs. ``--model tiny`` builds the untrained
+test-size model instead (the output is then noise on top of bicubic, but georeferencing, masks
+and tags are all real).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input")
     parser.add_argument("output")
-    parser.add_argument("--model", required=True, help="a .safetensors model file, or 'tiny' (untrained)")
+    parser.add_argument("--model", default=None,
+                        help="a .safetensors model file, or 'tiny' (untrained); default: the bundled model")
     parser.add_argument("--cog", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
-    # A model file path is loaded by upscale_file itself (and its sha256 goes into the tags);
-    # a model object works too, e.g. one already on the GPU that several calls share.
+    # None runs the bundled default model; a model file path is loaded by upscale_file itself (and
+    # its sha256 goes into the tags); a model object works too, e.g. one already on the GPU that
+    # several calls share.
     model = rsisr.build_model("tiny") if args.model == "tiny" else args.model
     result = upscale_file(
         args.input, args.output, model,
