@@ -86,3 +86,15 @@ def test_two_tilings_agree_far_better_than_two_seeds(geotiff_dir):
     tiling, seeds = np.abs(a - b).mean() * 255, np.abs(b - c).mean() * 255
     assert tiling < 0.5, tiling
     assert tiling < seeds / 4, (tiling, seeds)
+
+
+def test_batch_scene_without_model_uses_the_default(make_geotiff, tmp_path):
+    """``rsisr batch`` workers run ``upscale_scene``; with no model they load the bundled one."""
+    from rsisr.batch import upscale_scene
+
+    out = tmp_path / "out" / "scene_x4.tif"
+    result = upscale_scene(make_geotiff(width=40, height=24), out, device="cpu", seed=0)
+    assert result.status == "done", result.error
+    with rasterio.open(out) as o:
+        assert (o.width, o.height) == (160, 96)
+        assert o.tags()["RSISR_MODEL_SHA256"] == DEFAULT_MODEL_SHA256
