@@ -19,7 +19,7 @@ from rsisr.models.unet import UNet
 #: The bundled default model (README, "Default model": the model card and its recipe).
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
 #: sha256 of the bundled default model file, as released.
-DEFAULT_MODEL_SHA256 = "c213ef5696aafb4deabe9ba235a5f7bfcb9ad9f1c9bd13ea5ffa35957c967a6d"
+DEFAULT_MODEL_SHA256 = "9b9496de1a16e7f7dd41b63091222f348c3235c77bb6d5e887310fba99036e74"
 
 
 def _config(preset: str | ModelConfig) -> ModelConfig:
