@@ -37,18 +37,11 @@ def evaluate(data, out, model_path, baselines, metrics, metric_weights, figures,
 
     Writes the report to OUT (JSON) and prints the metrics table.
     """
-    import warnings
-
     from tqdm import tqdm
 
-    from rsisr.errors import RsisrWarning
     from rsisr.evaluation.evaluate import evaluate as run
 
     configure_logging(verbose, quiet)
-    plain = warnings.formatwarning  # rsisr's own warnings as one line ("WARNING: ..." via logging)
-    warnings.formatwarning = lambda message, category, *args, **kw: (
-        str(message) if issubclass(category, RsisrWarning) else plain(message, category, *args, **kw)
-    )
     bar = None
 
     def progress(done: int, total: int) -> None:

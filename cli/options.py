@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import click
 
@@ -72,8 +73,22 @@ def verbosity_options(f):
     return f
 
 
+_plain_formatwarning = warnings.formatwarning
+
+
+def _formatwarning(message, category, *args, **kwargs) -> str:
+    """rsisr's own warnings as their message alone ("WARNING: ..." through logging), not
+    Python's "file:line: Category: message" plus a line of rsisr's source."""
+    from rsisr.errors import RsisrWarning
+
+    if issubclass(category, RsisrWarning):
+        return str(message)
+    return _plain_formatwarning(message, category, *args, **kwargs)
+
+
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(format="%(levelname)s: %(message)s", level=level)
     logging.getLogger("rsisr").setLevel(level)
     logging.captureWarnings(True)
+    warnings.formatwarning = _formatwarning

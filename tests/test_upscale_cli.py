@@ -107,3 +107,22 @@ def test_options_match_the_library():
             assert params[p.name].default is False, p.name
         else:
             assert p.default == params[p.name].default, p.name
+
+
+def test_band_choice_warning_is_one_line(make_geotiff, tiny_model_file, tmp_path):
+    """A real process (logging configured from scratch): rsisr's warning is one 'WARNING: ...'
+    line, not Python's 'file:line: Category: ...' followed by a line of rsisr's source."""
+    import subprocess
+    import sys
+
+    src = make_geotiff(width=16, height=16, count=5)  # (4 bands would be RGB + alpha)
+    out = tmp_path / "o.tif"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from rsisr_cli.main import cli; cli()", "upscale", str(src), "-o", str(out),
+         "--model", str(tiny_model_file), "--device", "cpu"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "tile" not in line]
+    assert lines == [f"WARNING: {src} has 5 bands; using bands 1,2,3 as red, green and blue "
+                     "(choose others with --bands, e.g. --bands 4,3,2)"], proc.stderr
