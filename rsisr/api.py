@@ -44,16 +44,20 @@ def default_model_path() -> Path | None:
     return DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else None
 
 
+def require_default_model() -> Path:
+    """The bundled default model's path, or a one-line CheckpointError when it is missing."""
+    path = default_model_path()
+    if path is None:
+        raise CheckpointError(
+            f"no default model at {DEFAULT_MODEL_PATH} (the bundled weights are missing from this install); "
+            "reinstall rsisr or pass a model file (--model PATH)"
+        )
+    return path
+
+
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> LCMSR:
     """Load an inference model; without ``path``, the bundled default model."""
-    if path is None:
-        path = default_model_path()
-        if path is None:
-            raise CheckpointError(
-                f"no default model at {DEFAULT_MODEL_PATH} (the bundled weights are missing from this install); "
-                "reinstall rsisr or pass a model file (--model PATH)"
-            )
-    return _load_model(path, device)
+    return _load_model(require_default_model() if path is None else path, device)
 
 
 def _count(module: nn.Module) -> int:

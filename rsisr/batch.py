@@ -217,13 +217,9 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     if model is not None and not Path(model).is_file():
         raise InputError(f"model file {str(model)!r} does not exist; pass the path of a .safetensors model")
     if model is None:
-        from rsisr.api import DEFAULT_MODEL_PATH, default_model_path
+        from rsisr.api import require_default_model
 
-        if default_model_path() is None:
-            raise InputError(
-                f"no default model at {DEFAULT_MODEL_PATH} (the bundled weights are missing from this install); "
-                "reinstall rsisr or pass a model file (--model PATH)"
-            )
+        require_default_model()  # before any cluster starts
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     fn = scene_fn or upscale_scene

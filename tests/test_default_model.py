@@ -4,6 +4,7 @@
 import json
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
@@ -98,3 +99,18 @@ def test_batch_scene_without_model_uses_the_default(make_geotiff, tmp_path):
     with rasterio.open(out) as o:
         assert (o.width, o.height) == (160, 96)
         assert o.tags()["RSISR_MODEL_SHA256"] == DEFAULT_MODEL_SHA256
+
+
+def test_batch_without_weights_fails_before_any_cluster(make_geotiff, tmp_path, monkeypatch):
+    """A stripped install: ``rsisr batch`` with no --model stops in one line, nothing written."""
+    import rsisr.api
+    from rsisr.batch import upscale_folder
+
+    monkeypatch.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
+    make_geotiff(name="a.tif")
+    out = tmp_path.parent / f"{tmp_path.name}_out"
+    result = CliRunner().invoke(cli, ["batch", str(tmp_path), "-o", str(out)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "--model" in result.output and not out.exists()
+    with pytest.raises(rsisr.CheckpointError, match="reinstall rsisr"):
+        upscale_folder(tmp_path, out)
