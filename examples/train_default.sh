@@ -7,9 +7,9 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/train}
 RUNS=${RUNS:-runs}
 
-rsisr train ae --data "$DATA" --out "$RUNS/small_ae" --config examples/train_default.yaml "$@"
-rsisr train lcm --data "$DATA" --out "$RUNS/small_lcm" --config examples/train_default.yaml \
-    --ae "$RUNS/small_ae/model.safetensors" "$@"
+rsisr train ae --data "$DATA" --out "$RUNS/default_ae" --config examples/train_default.yaml "$@"
+rsisr train lcm --data "$DATA" --out "$RUNS/default_lcm" --config examples/train_default.yaml \
+    --ae "$RUNS/default_ae/model.safetensors" "$@"
 mkdir -p rsisr/weights
-cp "$RUNS/small_lcm/model.safetensors" rsisr/weights/default.safetensors
+cp "$RUNS/default_lcm/model.safetensors" rsisr/weights/default.safetensors
 rsisr info
