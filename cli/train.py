@@ -41,7 +41,7 @@ def _common_options(f):
 
 
 def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, epochs, batch_size, lr, device,
-         precision, workers, compile_, resume, verbose, quiet, ae=None, extra=None) -> None:
+         precision, workers, compile_, resume, verbose, quiet, ae=None, init=None, extra=None) -> None:
     from rsisr.training import train
 
     if max_steps is not None and epochs is not None:
@@ -54,7 +54,7 @@ def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, e
     }
     if device != "auto" or not resume:
         flags["run.device"] = device
-    path = train(stage, out, data=data, val=val, ae=ae, preset=preset, config_files=config_files, sets=sets,
+    path = train(stage, out, data=data, val=val, ae=ae, init=init, preset=preset, config_files=config_files, sets=sets,
                  flags=flags, resume=resume, progress=not quiet)
     click.echo(f"model written to {path}", err=True)
 
@@ -65,13 +65,20 @@ def train() -> None:
 
 
 @train.command("ae")
+@click.option("--init", "init", type=click.Path(), default=None,
+              help="Start from this autoencoder (RUN_DIR/model.safetensors of `rsisr train ae`, or that RUN_DIR) "
+                   "instead of random weights.")
+@click.option("--decoder-only", is_flag=True,
+              help="With --init: freeze the encoder and fine-tune only the decoder (ae.train_encoder=false); "
+                   "the latent space stays the same.")
 @_common_options
-def train_ae(**kwargs) -> None:
+def train_ae(init, decoder_only, **kwargs) -> None:
     """Stage 1: train the residual autoencoder.
 
     Loss: L1, then L1 + KL + PatchGAN (DESIGN.md). Writes RUN_DIR/model.safetensors, the input of `rsisr train lcm --ae`.
     """
-    _run("ae", **kwargs)
+    extra = {"ae.train_encoder": False if decoder_only else None}
+    _run("ae", init=init, extra=extra, **kwargs)
 
 
 @train.command("lcm")

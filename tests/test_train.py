@@ -151,6 +151,96 @@ def test_lcm_resume_equals_uninterrupted(ae_run, image_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Starting from a trained autoencoder: --init, --decoder-only
+
+
+@pytest.fixture(scope="module")
+def decoder_run(ae_run, image_dir, tmp_path_factory) -> Path:
+    """Two steps of decoder-only L1 fine-tuning of ``ae_run``."""
+    out = tmp_path_factory.mktemp("runs") / "dec"
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--init", str(ae_run), "--decoder-only",
+                      "--out", str(out), "--max-steps", "2", *FAST, "--set", "ae.adv_weight=0", "--lr", "0.01"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_decoder_only_fine_tuning_keeps_the_encoder(ae_run, decoder_run):
+    import rsisr
+
+    before = rsisr.load_autoencoder(ae_run / "model.safetensors").state_dict()
+    after = rsisr.load_autoencoder(decoder_run / "model.safetensors").state_dict()
+    encoder = [k for k in before if not k.startswith("decoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    changed = [k for k in before if k.startswith("decoder.") and not torch.equal(before[k], after[k])]
+    assert len(changed) > 10
+    # ae.adv_weight=0: no adversarial term, the discriminator is never trained.
+    rows = _rows(decoder_run)
+    assert [int(r["step"]) for r in rows] == [1, 2] and all(r["g"] == "" and r["d"] == "" for r in rows)
+
+
+def test_init_starts_from_the_given_weights(decoder_run, image_dir, tmp_path):
+    """With a vanishing learning rate, a run started with --init ends where its autoencoder was
+    (the fine-tuned one, far from the seed's random initialisation)."""
+    import rsisr
+
+    out = tmp_path / "init"
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--init", str(decoder_run / "model.safetensors"),
+                      "--out", str(out), "--max-steps", "1", *FAST, "--lr", "1e-12"])
+    assert result.exit_code == 0, result.output
+    before = rsisr.load_autoencoder(decoder_run / "model.safetensors").state_dict()
+    after = rsisr.load_autoencoder(out / "model.safetensors").state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    torch.manual_seed(0)
+    random_init = rsisr.build_autoencoder("tiny").state_dict()
+    assert max((random_init[k] - after[k]).abs().max().item() for k in after if k.startswith("decoder.")) > 1e-3
+
+
+def test_stage2_is_unchanged_by_a_decoder_only_fine_tune(ae_run, decoder_run, image_dir, tmp_path):
+    """Stage 2 reads only the encoder, so on the fine-tuned autoencoder it learns the same weights;
+    only the decoder it exports differs (this is what examples/train_default.sh relies on)."""
+    import rsisr
+
+    models = {}
+    for name, ae in (("orig", ae_run), ("ft", decoder_run)):
+        out = tmp_path / name
+        result = _invoke(["train", "lcm", "--data", str(image_dir), "--ae", str(ae / "model.safetensors"),
+                          "--out", str(out), "--max-steps", "2", *FAST])
+        assert result.exit_code == 0, result.output
+        models[name] = rsisr.load_model(out / "model.safetensors").state_dict()
+    a, b = models["orig"], models["ft"]
+    rest = [k for k in a if not k.startswith("decoder.")]
+    assert any(k.startswith("consistency.unet.") for k in rest) and all(torch.equal(a[k], b[k]) for k in rest)
+    ft = rsisr.load_autoencoder(decoder_run / "model.safetensors").decoder.state_dict()
+    assert all(torch.equal(b["decoder." + k], v) for k, v in ft.items())
+    assert any(not torch.equal(a["decoder." + k], v) for k, v in ft.items())
+
+
+def test_decoder_only_run_resumes(ae_run, decoder_run, image_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "dec"
+    shutil.copytree(decoder_run, run)
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--init", str(ae_run), "--decoder-only",
+                      "--out", str(run), "--max-steps", "3", *FAST, "--set", "ae.adv_weight=0", "--lr", "0.01",
+                      "--resume"])
+    assert result.exit_code == 0, result.output
+    assert [int(r["step"]) for r in _rows(run)] == [1, 2, 3]
+
+
+def test_init_bad_input(ae_run, image_dir, tmp_path, tiny_model_file):
+    out = str(tmp_path / "r")
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--decoder-only", "--out", out, *FAST])
+    _one_line_error(result, "--init")
+    for bad in (tiny_model_file, tmp_path / "missing.safetensors"):
+        result = _invoke(["train", "ae", "--data", str(image_dir), "--init", str(bad), "--out", out, *FAST])
+        _one_line_error(result)
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--init", str(ae_run), "--out", out, *FAST,
+                      "--preset", "small"])
+    _one_line_error(result, "--init")
+    assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------------------------
 # Bad input: one line, exit 1
 
 

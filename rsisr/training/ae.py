@@ -46,7 +46,8 @@ class AETrainer:
 
     stage = "ae"
 
-    def __init__(self, cfg: TrainingConfig, device: torch.device, total_steps: int):
+    def __init__(self, cfg: TrainingConfig, device: torch.device, total_steps: int,
+                 init: torch.nn.Module | None = None):
         from rsisr.api import build_autoencoder
 
         s = cfg.ae
@@ -56,12 +57,20 @@ class AETrainer:
         self.channels_last = use_channels_last(cfg, device)
         self.disc_start = s.disc_start if s.disc_start is not None else total_steps // 4
         torch.manual_seed(cfg.train.seed)
-        self.ae = build_autoencoder(cfg.model).to(device)
+        self.ae = build_autoencoder(cfg.model)
+        if init is not None:
+            self.ae.load_state_dict(init.state_dict())
+        self.ae.to(device)
+        if not s.train_encoder:
+            # Only the decoder learns: the latent space stays the one ``init`` was trained to.
+            self.ae.encoder.requires_grad_(False)
+            self.ae.quant_conv.requires_grad_(False)
         self.disc = PatchDiscriminator(3, s.disc_channels, s.disc_layers).to(device)
         if self.channels_last:
             self.ae.to(memory_format=torch.channels_last)
             self.disc.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(self.ae.parameters(), lr=s.lr, betas=tuple(s.betas))
+        params = [p for p in self.ae.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=s.lr, betas=tuple(s.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.disc_lr or s.lr, betas=tuple(s.betas))
         self.scaler = make_scaler(device, self.precision)
         # Posterior samples z ~ q(z | hr, lr_up) are drawn from this generator (saved with the run).
@@ -76,7 +85,13 @@ class AETrainer:
             functorch_config.donated_buffer = False
         self.ae_fwd = torch.compile(self.ae) if cfg.run.compile else self.ae
         self.disc_fwd = torch.compile(self.disc) if cfg.run.compile else self.disc
-        log.info("stage 1: L1 only for steps < %d, then L1 + KL + adversarial", self.disc_start)
+        if s.adv_weight > 0:
+            log.info("stage 1: L1 only for steps < %d, then L1 + KL + adversarial", self.disc_start)
+        else:
+            log.info("stage 1: L1 only for steps < %d, then L1 + KL (ae.adv_weight=0: no adversarial term)",
+                     self.disc_start)
+        if not s.train_encoder:
+            log.info("stage 1: encoder frozen (ae.train_encoder=false), only the decoder learns")
 
     def prepare(self, hr: torch.Tensor) -> torch.Tensor:
         hr = hr.to(self.device, non_blocking=True)
@@ -84,7 +99,8 @@ class AETrainer:
 
     def train_step(self, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         s = self.cfg.ae
-        adversarial = step >= self.disc_start
+        late = step >= self.disc_start
+        adversarial = late and s.adv_weight > 0
         self.ae.train()
         self.disc.train()
         lr = make_lr(hr)
@@ -100,10 +116,12 @@ class AETrainer:
             kl = posterior.kl().mean()
             out["kl"] = kl.detach()
             loss = rec
+            if late:
+                loss = rec + s.kl_weight * kl
             if adversarial:
                 g = generator_loss(self.disc_fwd(sr))
                 weight = adaptive_weight(rec, g, self.ae.decoder.tail[-1].weight, s.adv_weight)
-                loss = rec + s.kl_weight * kl + weight * g
+                loss = loss + weight * g
                 out["g"], out["adv_weight"] = g.detach(), weight.detach()
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -129,6 +129,12 @@ class AEStageConfig:
     disc_lr: float | None = None
     #: LPIPS(VGG) perceptual term (the reference's, not the paper's); 0 = off. Needs the weights.
     perceptual_weight: float = 0.0
+    #: Start from this autoencoder (``model.safetensors`` of an ``rsisr train ae`` run) instead of
+    #: random weights; its model config is used. ``rsisr train ae --init``.
+    init: str = ""
+    #: false: the encoder (and so the latent space) stays as ``init`` left it and only the decoder
+    #: learns, as in decoder-only VAE fine-tuning; a stage-2 model trained on ``init`` stays valid.
+    train_encoder: bool = True
 
     def __post_init__(self) -> None:
         _check_length("ae", self.batch_size, self.lr, self.max_steps, self.epochs)
@@ -141,6 +147,11 @@ class AEStageConfig:
                 raise ConfigError(f"ae.{name} must be >= 0, got {getattr(self, name)}")
         if self.disc_layers <= 0 or self.disc_channels <= 0:
             raise ConfigError("ae.disc_layers and ae.disc_channels must be positive")
+        if not self.train_encoder and not self.init:
+            raise ConfigError(
+                "ae.train_encoder=false freezes a trained encoder: give the autoencoder to start from "
+                "with --init PATH (or ae.init)"
+            )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ def train(
     data: str | os.PathLike | None = None,
     val: str | os.PathLike | None = None,
     ae: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
     preset: str | None = None,
     config_files: Sequence[str | os.PathLike] = (),
     sets: Sequence[str] | Mapping[str, Any] = (),
@@ -29,6 +30,8 @@ def train(
     callback: Callable[[int, dict], None] | None = None,
 ) -> Path:
     """Train stage ``ae`` or ``lcm`` into the run directory ``out``; returns ``out/model.safetensors``.
+
+    ``ae``: stage 2's autoencoder. ``init``: stage 1's starting autoencoder (``ae.init``).
 
     ``flags``: dotted config keys set by dedicated options (e.g. ``{"ae.batch_size": 4}``);
     ``sets``: ``key=value`` strings or a mapping of dotted keys. See :mod:`rsisr.training.config`.
@@ -70,10 +73,24 @@ def train(
         base_model = autoencoder.full_config
         flags["lcm.ae"] = str(Path(ae_path).resolve())
 
+    elif init is not None:
+        autoencoder, flags["ae.init"] = _load_init(init)
+        base_model = autoencoder.full_config
+
     set_map = tconfig.parse_set(sets) if not isinstance(sets, Mapping) else dict(sets)
     files = [tconfig.load_config_file(f) for f in config_files]
     cfg = tconfig.resolve(stage, base=stored, preset=preset, files=files, sets=set_map, flags=flags,
                           base_model=base_model)
+    if stage == "ae" and cfg.ae.init and autoencoder is None:
+        # ae.init from a config file, --set or the stored config: its model config is the base.
+        autoencoder, flags["ae.init"] = _load_init(cfg.ae.init)
+        cfg = tconfig.resolve(stage, base=stored, preset=preset, files=files, sets=set_map, flags=flags,
+                              base_model=autoencoder.full_config)
+    if stage == "ae" and autoencoder is not None and cfg.model.autoencoder != autoencoder.config:
+        raise ConfigError(
+            "model.autoencoder differs from the autoencoder in --init; fine-tuning keeps the architecture: "
+            "drop the model.autoencoder overrides (and --preset, or use the preset it was trained with)"
+        )
     if stage == "lcm" and cfg.model.autoencoder != autoencoder.config:
         raise ConfigError(
             "model.autoencoder differs from the autoencoder in --ae; stage 2 uses the stage-1 model as "
@@ -147,6 +164,16 @@ def _log_to_file(path: Path):
         file_handler.close()
 
 
+def _load_init(path: str | os.PathLike):
+    """The autoencoder of ``--init`` (a file or an ``rsisr train ae`` run directory) and its resolved path."""
+    from rsisr.checkpoint import load_autoencoder
+
+    path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
+    return load_autoencoder(path), str(path.resolve())
+
+
 class _Forward(logging.Handler):
     """Pass records at or above ``level`` on to the root logger's handlers."""
 
@@ -173,7 +200,7 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
     if stage == "ae":
         from rsisr.training.ae import AETrainer
 
-        trainer = AETrainer(cfg, device, total_steps)
+        trainer = AETrainer(cfg, device, total_steps, init=autoencoder)
     else:
         from rsisr.training.lcm import LCMTrainer
 
