@@ -85,7 +85,7 @@ def test_two_tilings_agree_far_better_than_two_seeds(geotiff_dir):
     b = upscale_array(image, model, tile=96, overlap=16, device="cpu", seed=1)
     c = upscale_array(image, model, tile=96, overlap=16, device="cpu", seed=2)
     tiling, seeds = np.abs(a - b).mean() * 255, np.abs(b - c).mean() * 255
-    assert tiling < 1.0, tiling  # measured 0.33 (seeds: 2.6)
+    assert tiling < 1.0, tiling  # measured 0.29 (seeds: 2.25)
     assert tiling < seeds / 4, (tiling, seeds)
 
 

@@ -85,6 +85,22 @@ def test_example_config_resolves():
         assert cfg.model.preset == "small" and cfg.data.crop % (4 * cfg.model.lr_multiple) == 0
 
 
+def test_default_model_recipe_resolves():
+    """examples/train_default*.yaml say what README's model card says the default model had."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    main = tc.load_config_file(examples / "train_default.yaml")
+    ae, lcm = tc.resolve("ae", files=[main]), tc.resolve("lcm", files=[main])
+    assert (ae.ae.max_steps, ae.ae.disc_start, ae.ae.lr, ae.ae.batch_size, ae.data.crop) == (2400, 700, 2e-4, 8, 128)
+    assert (lcm.lcm.max_steps, lcm.model.diffusion.prediction) == (9000, "x0")
+    decoder = tc.load_config_file(examples / "train_default_decoder.yaml")
+    with pytest.raises(ConfigError, match="--init"):
+        tc.resolve("ae", files=[decoder], flags={"ae.train_encoder": False})
+    dec = tc.resolve("ae", files=[decoder], flags={"ae.train_encoder": False, "ae.init": "runs/default_ae"})
+    assert (dec.ae.max_steps, dec.ae.disc_start, dec.ae.adv_weight, dec.data.crop) == (900, 0, 0.5, 128)
+
+
 # ----------------------------------------------------------------------------------------------
 # Data
 
