@@ -7,6 +7,10 @@ Loss (LDM's ``LPIPSWithDiscriminator`` as the reference uses it, on the paper's 
   w_adv = ``adv_weight`` * ||grad L_rec|| / (||grad G|| + 1e-4) (gradients w.r.t. the decoder's
   last conv), and the PatchGAN D is trained with the hinge loss on the same batch.
 
+``ae.adv_weight = 0`` drops the adversarial term and the discriminator. ``ae.init`` (``--init``)
+starts from a trained autoencoder; ``ae.train_encoder = false`` (``--decoder-only``) freezes its
+encoder, so the latent space, and any stage-2 model trained on it, stay valid.
+
 Departure from the reference: its KL term is on from the first step (its ``disc_start`` only
 gates the GAN); the paper says "only L1" for the first part, which we follow.
 """
