@@ -40,7 +40,6 @@ def train(
     import torch
     import yaml
 
-    from rsisr.checkpoint import load_autoencoder
     from rsisr.device import resolve_device
     from rsisr.training import common, config as tconfig
     from rsisr.training.data import scan_folder, split
@@ -67,14 +66,10 @@ def train(
         ae_path = ae if ae is not None else (stored or {}).get("lcm", {}).get("ae")
         if not ae_path:
             raise InputError("rsisr train lcm needs --ae PATH: the model.safetensors of an `rsisr train ae` run")
-        if Path(ae_path).is_dir() and (Path(ae_path) / "model.safetensors").is_file():
-            ae_path = Path(ae_path) / "model.safetensors"  # the stage-1 run directory
-        autoencoder = load_autoencoder(ae_path)
+        autoencoder, flags["lcm.ae"] = _load_stage1(ae_path)
         base_model = autoencoder.full_config
-        flags["lcm.ae"] = str(Path(ae_path).resolve())
-
     elif init is not None:
-        autoencoder, flags["ae.init"] = _load_init(init)
+        autoencoder, flags["ae.init"] = _load_stage1(init)
         base_model = autoencoder.full_config
 
     set_map = tconfig.parse_set(sets) if not isinstance(sets, Mapping) else dict(sets)
@@ -83,7 +78,7 @@ def train(
                           base_model=base_model)
     if stage == "ae" and cfg.ae.init and autoencoder is None:
         # ae.init from a config file, --set or the stored config: its model config is the base.
-        autoencoder, flags["ae.init"] = _load_init(cfg.ae.init)
+        autoencoder, flags["ae.init"] = _load_stage1(cfg.ae.init)
         cfg = tconfig.resolve(stage, base=stored, preset=preset, files=files, sets=set_map, flags=flags,
                               base_model=autoencoder.full_config)
     if stage == "ae" and autoencoder is not None and cfg.model.autoencoder != autoencoder.config:
@@ -164,8 +159,9 @@ def _log_to_file(path: Path):
         file_handler.close()
 
 
-def _load_init(path: str | os.PathLike):
-    """The autoencoder of ``--init`` (a file or an ``rsisr train ae`` run directory) and its resolved path."""
+def _load_stage1(path: str | os.PathLike):
+    """The autoencoder of ``--ae`` / ``--init`` (a file or an ``rsisr train ae`` run directory) and
+    its file's resolved path."""
     from rsisr.checkpoint import load_autoencoder
 
     path = Path(path)
