@@ -189,3 +189,30 @@ def test_geotiff_nodata_windows_are_redrawn(make_geotiff, tmp_path):
     for pos in range(8):
         x = ds[(0, pos)]
         assert float((x > -1).float().mean()) >= 0.9
+
+
+def test_hr_scales_average_larger_windows_down(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    images = scan_folder(tmp_path, 32).images
+    plain = CropDataset(images, 32, seed=0)
+    multi = CropDataset(images, 32, seed=0, hr_scales=(1, 2))
+    big = [i for i, r in enumerate(images) if r.path.endswith("big.png")][0]
+    small = 1 - big
+    # The 40 px image cannot hold a 64 px window: it always gets factor 1, the same as (1,).
+    assert all(torch.equal(plain[(small, p)], multi[(small, p)]) for p in range(6))
+    # The 64 px image: factor 2 is the whole image averaged 2x2, in one of its 8 dihedral forms.
+    full = np.asarray(Image.open(tmp_path / "big.png"), np.float32).transpose(2, 0, 1) / 255.0
+    avg = torch.from_numpy(full.reshape(3, 32, 2, 32, 2).mean(axis=(2, 4))) * 2 - 1
+    forms = [torch.rot90(t, k, (1, 2)) for t in (avg, avg.flip(2)) for k in range(4)]
+    hits = [any(torch.allclose(multi[(big, p)], f, atol=1e-6) for f in forms) for p in range(16)]
+    assert 0 < sum(hits) < 16  # some samples at factor 2, the others plain crops
+    assert multi[(big, 3)].shape == (3, 32, 32)
+
+
+def test_hr_scales_are_validated():
+    with pytest.raises(ConfigError, match="hr_scales"):
+        tc.DataConfig(hr_scales=(0,))

@@ -51,8 +51,15 @@ class DataConfig:
     scale: str = "auto"
     #: A random GeoTIFF window is redrawn (up to 10 times) while fewer of its pixels are valid.
     min_valid: float = 0.9
+    #: HR targets at these integer scales: each sample draws one factor f (among those whose
+    #: crop * f window fits the image) and averages a (crop * f)^2 window down by f (area). (1,)
+    #: = the images as they are. (1, 2) adds cleaner, coarser targets: 2x area averaging removes
+    #: most JPEG blocking (DF2K's "multi-scale" data, DESIGN.md).
+    hr_scales: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
+        if not self.hr_scales or any(int(f) != f or f < 1 for f in self.hr_scales):
+            raise ConfigError(f"data.hr_scales must be a list of positive integers, got {list(self.hr_scales)}")
         if self.crop <= 0 or self.crop % 32:
             raise ConfigError(f"data.crop must be a positive multiple of 32 (LR sides multiples of 8), got {self.crop}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -175,11 +175,13 @@ class CropDataset(torch.utils.data.Dataset):
     The crop window and augmentation depend only on (seed, position).
     """
 
-    def __init__(self, images: list[ImageRecord], crop: int, seed: int, min_valid: float = 0.9):
+    def __init__(self, images: list[ImageRecord], crop: int, seed: int, min_valid: float = 0.9,
+                 hr_scales: tuple[int, ...] = (1,)):
         self.images = images
         self.crop = crop
         self.seed = seed
         self.min_valid = min_valid
+        self.hr_scales = tuple(int(f) for f in hr_scales)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -188,12 +190,19 @@ class CropDataset(torch.utils.data.Dataset):
         index, position = key
         rec = self.images[index]
         rng = np.random.default_rng([self.seed, 1, position])
+        factor = 1
+        if self.hr_scales != (1,):  # (1,) draws nothing, so existing streams stay as they were
+            fits = [f for f in self.hr_scales if min(rec.height, rec.width) >= self.crop * f] or [1]
+            factor = fits[int(rng.integers(len(fits)))]
+        size = self.crop * factor
         for attempt in range(10):  # redraw windows that are mostly nodata (GeoTIFF collars)
-            top = int(rng.integers(rec.height - self.crop + 1))
-            left = int(rng.integers(rec.width - self.crop + 1))
-            arr, valid = read_window(rec, top, left, self.crop, with_mask=True)
+            top = int(rng.integers(rec.height - size + 1))
+            left = int(rng.integers(rec.width - size + 1))
+            arr, valid = read_window(rec, top, left, size, with_mask=True)
             if valid >= self.min_valid:
                 break
+        if factor > 1:  # area average: (C, crop * f, crop * f) -> (C, crop, crop)
+            arr = arr.reshape(arr.shape[0], self.crop, factor, self.crop, factor).mean(axis=(2, 4))
         arr = augment(arr, rng)
         return torch.from_numpy(np.ascontiguousarray(arr)) * 2.0 - 1.0
 

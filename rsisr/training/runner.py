@@ -192,7 +192,7 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
     (out / "config.yaml").write_text(config_yaml)
     common.seed_everything(cfg.train.seed)
     s = cfg.stage_config
-    dataset = CropDataset(train_images, cfg.data.crop, cfg.train.seed, cfg.data.min_valid)
+    dataset = CropDataset(train_images, cfg.data.crop, cfg.train.seed, cfg.data.min_valid, cfg.data.hr_scales)
     if stage == "ae":
         from rsisr.training.ae import AETrainer
 
@@ -212,7 +212,8 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
         start_step = int(state["step"])
         log.info("resuming from %s (step %d of %d)", ckpt_path, start_step, total_steps)
     elif stage == "lcm":
-        scale_loader = make_loader(CropDataset(train_images, cfg.data.crop, cfg.train.seed + 7, cfg.data.min_valid),
+        scale_loader = make_loader(CropDataset(train_images, cfg.data.crop, cfg.train.seed + 7, cfg.data.min_valid,
+                                               cfg.data.hr_scales),
                                    s.batch_size, 0, 0, False)
         trainer.measure_scale(next(scale_loader) for _ in range(s.scale_batches))
     if stage == "lcm":
