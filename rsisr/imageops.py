@@ -26,6 +26,28 @@ def bicubic_up(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return F.interpolate(x, size=(h * factor, w * factor), mode="bicubic", align_corners=False)
 
 
+def bicubic_up_window(read, lr_shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
+                      factor: int = 4) -> torch.Tensor | None:
+    """HR rows and cols [a, b) (scene coordinates) of :func:`bicubic_up` of a whole LR scene of
+    ``lr_shape`` (H, W), computed from a read of only the LR pixels they need: (C, b - a, b' - a').
+
+    ``read(r0, r1, c0, c1)`` returns (C, r1 - r0, c1 - c0) values (float64 keeps raster units
+    exact), or None for all zeros (then this returns None). The bicubic taps of HR pixel Y reach
+    LR pixels floor((Y + 0.5) / f - 0.5) - 1 .. + 2; past the scene's edge torch repeats the edge
+    pixel, which replicate padding reproduces, so the result equals the whole scene's pixels.
+    """
+    (ya, yb), (xa, xb) = rows, cols
+    h, w = lr_shape
+    r0, r1, c0, c1 = ya // factor - 2, (yb - 1) // factor + 3, xa // factor - 2, (xb - 1) // factor + 3
+    ra, rb, ca, cb = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    values = read(ra, rb, ca, cb)
+    if values is None:
+        return None
+    x = F.pad(torch.as_tensor(values)[None], (ca - c0, c1 - cb, ra - r0, r1 - rb), mode="replicate")
+    up = bicubic_up(x, factor)[0]
+    return up[:, ya - factor * r0: yb - factor * r0, xa - factor * c0: xb - factor * c0]
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (B, C, H, W) at the bottom and right to sides that are multiples of ``multiple``.
 

@@ -4,6 +4,7 @@ They have no learned weights and a known receptive field, which makes the tiling
 exactly (tiled == untiled) and gives the benchmarks a model whose cost is negligible:
 
 - :class:`NearestX4`: nearest-neighbour x4 (receptive field: the pixel itself);
+- :class:`BicubicX4`: bicubic x4 (half-pixel centres, as :func:`rsisr.imageops.bicubic_up`);
 - :class:`ConvX4`: ``radius`` 3x3 convolutions at LR (zero padding), then nearest x4, so each
   output pixel depends on the LR pixels within ``radius`` of it;
 - :class:`NoiseX4`: nearest x4 plus the latent noise upsampled x8, so the output depends on the
@@ -26,6 +27,15 @@ class NearestX4(nn.Module):
 
     def forward(self, lr: torch.Tensor, noises=(), steps: int = 1) -> torch.Tensor:
         return F.interpolate(lr, scale_factor=SCALE, mode="nearest")
+
+
+class BicubicX4(nn.Module):
+    """(B, 3, h, w) -> bicubic x4 (a smooth stand-in whose output over a scene is known exactly)."""
+
+    lr_multiple = 1
+
+    def forward(self, lr: torch.Tensor, noises=(), steps: int = 1) -> torch.Tensor:
+        return F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
 
 
 class ConvX4(nn.Module):

@@ -444,10 +444,17 @@ class _RasterSink:
         h, w = data.shape[-2:]
         if self.bands == 1:
             data = data.mean(dim=0, keepdim=True)
+        carry = self._carry(row, col, h, w)
+        extra = None
+        if carry is not None:
+            x01, weight, extra = (t.to(data.device) for t in carry)
+            data = data.double()
+            data += weight * (x01 - data)
+            extra = extra if data.device.type != "cpu" else extra.numpy()
         if data.device.type == "cpu":  # numpy: same float64 result, no thread pool to wait on
-            values = self.source.scaling.inverse(data.numpy(), self.dtype)
+            values = self.source.scaling.inverse(data.numpy(), self.dtype, extra)
         else:
-            values = self.source.scaling.inverse_torch(data, self.dtype)
+            values = self.source.scaling.inverse_torch(data, self.dtype, extra)
         if self.source.has_mask:
             lr_win, offset = self._lr_window(row, col, h, w)
             valid = nearest_up(self.source.valid(lr_win), offset, (h, w))
@@ -463,6 +470,22 @@ class _RasterSink:
             elif self.mask_mode == "mask":
                 self.dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=Window(col, row, w, h))
         self.dst.write(values, window=Window(col, row, w, h))
+
+    def _carry(self, row: int, col: int, h: int, w: int):
+        """:meth:`rsisr.radiometry.Scaling.carry` for the output block at (row, col), or None."""
+        from rasterio.windows import Window
+
+        source = self.source
+        if source.scaling.mode == "uint8":
+            return None
+
+        def read(r0, r1, c0, c1):
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            raw = source._read(source.src.read, "pixels", indexes=source.indexes, window=win)
+            return raw, source.valid(win, raw)
+
+        oy, ox = SCALE * int(self.window.row_off), SCALE * int(self.window.col_off)
+        return source.scaling.carry(read, source.shape, (oy + row, oy + row + h), (ox + col, ox + col + w), SCALE)
 
     def _apply_mask(self, values: np.ndarray, valid: np.ndarray, band_valid: np.ndarray | None = None) -> None:
         """Write nodata / NaN / 0 where the input was invalid (nearest x4).
@@ -656,7 +679,8 @@ def _load(model):
 
 
 def _sample(src, indexes, window, has_mask: bool):
-    """A decimated read of ``window`` (at most SAMPLE_SIDE pixels a side; overviews when present)."""
+    """A decimated read of ``window`` (at most SAMPLE_SIDE pixels a side; overviews when present):
+    the statistics sample of ``--scale auto``, always taken over the whole scene."""
     from rasterio.enums import Resampling
 
     factor = max(1.0, max(window.height, window.width) / SAMPLE_SIDE)
@@ -715,7 +739,9 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     from rsisr.radiometry import parse_scale, resolve_scaling
 
     t0 = time.perf_counter()
-    scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else tuple(scale)
+    scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else scale
+    if isinstance(scale_spec, (list, tuple)):
+        scale_spec = parse_scale(",".join(map(str, scale_spec)))
     user_co = parse_creation_options(co)
     bands = _parse_bands(bands)
     if bounds is not None and aoi is not None:
@@ -751,7 +777,8 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             mask_mode = _mask_mode(src, alpha)
             has_mask = mask_mode != "none"
             if scale_spec == "auto" and dtype != np.uint8:
-                sample, valid = _sample(src, indexes, window, has_mask)
+                # the whole scene's statistics, whatever the window: a window equals that window of a whole run
+                sample, valid = _sample(src, indexes, Window(0, 0, src.width, src.height), has_mask)
                 scaling = resolve_scaling(scale_spec, dtype, len(indexes), sample, valid)
             else:
                 scaling = resolve_scaling(scale_spec, dtype, len(indexes))

@@ -46,3 +46,29 @@ def test_int16_and_float():
 def test_bad_scale_spec(bad):
     with pytest.raises(InputError, match="--scale"):
         parse_scale(bad)
+
+
+def test_per_band_and_tag_specs_round_trip():
+    s = parse_scale("0,3000,10,2800,5,2500")
+    assert (s.mode, s.lo, s.hi) == ("range", (0.0, 10.0, 5.0), (3000.0, 2800.0, 2500.0))
+    auto = resolve_scaling("auto", "uint16", 3, np.arange(300, dtype=np.uint16).reshape(3, 10, 10))
+    again = resolve_scaling(parse_scale(auto.to_tag()), "uint16", 3)
+    assert (again.lo, again.hi) == (auto.lo, auto.hi)  # an output's RSISR_SCALING tag reproduces its scaling
+    assert parse_scale("0,2000") == (0.0, 2000.0)
+    with pytest.raises(InputError, match="2 band ranges for 3 bands"):
+        resolve_scaling(parse_scale("0,1,0,1"), "uint16", 3)
+
+
+@pytest.mark.parametrize("bad", ["0,1,2", '{"lo": [0]}', '{"lo": [0, 1], "hi": [5]}', "0,1,5,2", "{nope"])
+def test_bad_per_band_specs(bad):
+    with pytest.raises(InputError, match="--scale"):
+        parse_scale(bad)
+
+
+def test_outside_is_what_the_forward_map_clips():
+    s = resolve_scaling("100,200", "uint16", 1)
+    raw = np.array([[[50, 150, 260, 300]]], np.uint16)
+    assert s.outside(raw).tolist() == [[[-50.0, 0.0, 60.0, 100.0]]]
+    assert s.outside(raw, np.array([[True, True, True, False]])).tolist() == [[[-50.0, 0.0, 60.0, 0.0]]]
+    assert s.outside(np.array([[[100, 200]]], np.uint16)) is None
+    assert resolve_scaling("auto", "uint8", 1).outside(np.array([[[0, 255]]], np.uint8)) is None
