@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from rsisr.config import SCALE, ModelConfig
-from rsisr.errors import InputError
-from rsisr.imageops import bicubic_up, from_model_range, pad_to_multiple, to_model_range
+from rsisr.imageops import bicubic_up, pad_to_multiple
 from rsisr.models.autoencoder import Decoder
 from rsisr.models.consistency import ConsistencyFunction, sample
 from rsisr.models.encoder import Encoder
@@ -80,77 +78,14 @@ class LCMSR(nn.Module):
         shape = self.latent_shape(lr_shape[-2], lr_shape[-1], lr_shape[0])
         return [torch.randn(shape, generator=generator) for _ in range(steps)]
 
-    @torch.no_grad()
-    def upscale(
-        self, image, steps: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
-    ):
-        """Super-resolve one in-memory image by 4x and return it in the input's layout and dtype.
+    def upscale(self, image, steps: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
+                **options):
+        """Super-resolve one in-memory image by 4x; same layout and dtype back.
 
-        ``image``: numpy array HxWxC or CxHxW (C = 1 or 3), or a torch tensor CxHxW / BxCxHxW.
-        uint8 is read as [0, 255], uint16 as [0, 65535], floats as [0, 1] (clipped on output).
-        Single-band images are replicated to RGB and averaged back. Runs on the model's device.
+        Runs through the tiling engine with ``rsisr upscale``'s scaling rules, on the model's
+        device: see :func:`rsisr.array_io.upscale_image` for ``image``, ``scale=`` and the other
+        keywords (``tile``, ``overlap``, ``batch_size``, ``device``, ``precision``).
         """
-        if steps < 1:
-            raise InputError(f"steps must be at least 1, got {steps}")
-        x, restore = _to_batch(image)
-        x = to_model_range(x).to(self.device)
-        noises = self.make_noises(x.shape, steps, seed, generator)
-        self.eval()
-        y = from_model_range(self(x, noises, steps).float())
-        return restore(y.cpu())
+        from rsisr.array_io import upscale_image
 
-
-def _to_batch(image):
-    """Convert an image to a (B, 3, h, w) float tensor in [0, 1] and a function restoring the
-    original layout, channel count and dtype."""
-    is_numpy = isinstance(image, np.ndarray)
-    if not is_numpy and not isinstance(image, torch.Tensor):
-        raise InputError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
-    t = torch.from_numpy(np.ascontiguousarray(image)) if is_numpy else image.detach().cpu()
-    dtype = t.dtype
-    if t.ndim == 2:
-        t, layout = t[None], "hw"
-    elif t.ndim == 3 and is_numpy and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
-        t, layout = t.permute(2, 0, 1), "hwc"
-    elif t.ndim == 3 and t.shape[0] in (1, 3):
-        layout = "chw"
-    elif t.ndim == 3 and t.shape[-1] in (1, 3):
-        t, layout = t.permute(2, 0, 1), "hwc"
-    elif t.ndim == 4 and not is_numpy and t.shape[1] in (1, 3):
-        layout = "bchw"
-    else:
-        raise InputError(
-            f"image of shape {tuple(image.shape)} is not HxWxC, CxHxW or BxCxHxW with 1 or 3 channels"
-        )
-    if layout != "bchw":
-        t = t[None]
-    if dtype == torch.uint8:
-        maxval = 255.0
-    elif dtype == torch.uint16 or (is_numpy and image.dtype == np.uint16):
-        maxval = 65535.0
-    elif dtype.is_floating_point:
-        maxval = 1.0
-    else:
-        raise InputError(f"image dtype {dtype} is not supported; use uint8, uint16 or float")
-    x = t.float() / maxval
-    channels = x.shape[1]
-    if channels == 1:
-        x = x.expand(-1, 3, -1, -1)
-    x = x.clamp(0.0, 1.0)
-
-    def restore(y: torch.Tensor):
-        if channels == 1:
-            y = y.mean(dim=1, keepdim=True)
-        if maxval != 1.0:
-            y = torch.round(y * maxval)
-        if layout != "bchw":
-            y = y[0]
-        if layout == "hwc":
-            y = y.permute(1, 2, 0)
-        elif layout == "hw":
-            y = y[0]
-        if is_numpy:
-            return y.numpy().astype(image.dtype)
-        return y.to(dtype)
-
-    return x, restore
+        return upscale_image(self, image, steps=steps, seed=seed, generator=generator, **options)

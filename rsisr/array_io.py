@@ -1,0 +1,210 @@
+"""In-memory images through the tiling engine: :func:`upscale_image` (``model.upscale``).
+
+The same engine, scene-coordinate noise, blending and value scaling as ``rsisr upscale``, so an
+array and a GeoTIFF of the same pixels give the same output, and memory beyond the input and
+the result does not grow with the image (the result is written block by block in its final
+dtype and layout).
+
+Values, as the CLI's ``--scale``: uint8 is taken as is; other integer dtypes use ``auto`` (the
+0.1/99.9 percentiles of a decimated sample of the whole image) unless ``scale`` says otherwise;
+floats must lie in [0, 1] unless ``scale`` is given. Values outside the stretch keep their
+magnitude (:meth:`rsisr.radiometry.Scaling.carry`). A ``numpy.ma.MaskedArray`` is honoured like a
+raster's masks: a pixel masked in every band is invalid (filled before inference, masked in the
+result), and each band's mask comes back nearest x4.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import torch
+
+from rsisr.config import SCALE
+from rsisr.errors import InputError
+from rsisr.radiometry import Scaling, parse_scale, resolve_scaling
+
+#: Longest side of the decimated sample that ``scale="auto"`` reads.
+SAMPLE_SIDE = 1024
+
+
+def _layout(shape: tuple[int, ...], is_numpy: bool) -> str:
+    """hw | hwc | chw | bchw for an image of ``shape`` (1 or 3 channels)."""
+    if len(shape) == 2:
+        return "hw"
+    if len(shape) == 3 and is_numpy and shape[-1] in (1, 3) and shape[0] not in (1, 3):
+        return "hwc"
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return "chw"
+    if len(shape) == 3 and shape[-1] in (1, 3):
+        return "hwc"
+    if len(shape) == 4 and not is_numpy and shape[1] in (1, 3):
+        return "bchw"
+    raise InputError(f"image of shape {tuple(shape)} is not HxWxC, CxHxW or BxCxHxW with 1 or 3 channels")
+
+
+def _channels_first(a: np.ndarray, layout: str) -> np.ndarray:
+    """A (C, H, W) view of one image in ``layout`` (no copy)."""
+    if layout == "hw":
+        return a[None]
+    if layout == "hwc":
+        return a.transpose(2, 0, 1)
+    return a
+
+
+def _random_seed(generator: torch.Generator | None) -> int:
+    if generator is not None:
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    return secrets.randbelow(2**31 - 1)
+
+
+def _scaling(raw: np.ndarray, valid: np.ndarray | None, scale) -> Scaling:
+    """The CLI's scaling rules for (C, H, W) ``raw``; floats outside [0, 1] need ``scale``."""
+    dtype = raw.dtype
+    if dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise InputError(f"image dtype {dtype} is not supported; use uint8, another integer dtype or float")
+    spec = parse_scale(scale) if isinstance(scale, str) else scale
+    if spec is None and dtype.kind == "f":
+        finite = raw[:, valid] if valid is not None else raw
+        finite = finite[np.isfinite(finite)]
+        if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+            raise InputError(
+                f"float image values must lie in [0, 1], found {finite.min():g} to {finite.max():g}; "
+                "rescale the image, or pass scale='auto', 'none' or 'MIN,MAX' (e.g. scale='0,255')"
+            )
+        spec = "none"
+    spec = "auto" if spec is None else spec
+    if spec == "auto" and dtype != np.uint8:
+        step = max(1, -(-max(raw.shape[1:]) // SAMPLE_SIDE))
+        sample = raw[:, ::step, ::step]
+        return resolve_scaling(spec, dtype, raw.shape[0], sample, None if valid is None else valid[::step, ::step])
+    return resolve_scaling(spec, dtype, raw.shape[0])
+
+
+class _ImageSource:
+    """The engine's source over one (C, H, W) raw image: scaled on read, tile row by tile row."""
+
+    def __init__(self, raw: np.ndarray, valid: np.ndarray | None, scaling: Scaling):
+        self.raw = raw
+        self.scaling = scaling
+        self.float = raw.dtype.kind == "f"
+        self.valid_mask = valid
+        self.shape = raw.shape[1:]
+        self.has_mask = valid is not None or self.float
+
+    def valid(self, r0: int, r1: int, c0: int, c1: int, raw: np.ndarray | None = None) -> np.ndarray | None:
+        valid = None if self.valid_mask is None else self.valid_mask[r0:r1, c0:c1]
+        if self.float:
+            finite = np.isfinite(self.raw[:, r0:r1, c0:c1] if raw is None else raw).all(axis=0)
+            valid = finite if valid is None else valid & finite
+        return valid
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]):
+        (r0, r1), (c0, c1) = rows, cols
+        raw = self.raw[:, r0:r1, c0:c1]
+        values = self.scaling.forward(raw)
+        if values.shape[0] == 1:
+            values = np.repeat(values, 3, axis=0)
+        return values, self.valid(r0, r1, c0, c1, raw)
+
+    def read_raw(self, r0: int, r1: int, c0: int, c1: int):
+        raw = self.raw[:, r0:r1, c0:c1]
+        return raw, self.valid(r0, r1, c0, c1, raw)
+
+
+class _ImageSink:
+    """Writes blended blocks straight into ``out`` ((C, 4H, 4W) view of the result) in its dtype."""
+
+    block_shape = (64, 256)
+
+    def __init__(self, source: _ImageSource, out: np.ndarray):
+        self.source = source
+        self.out = out
+
+    def write(self, row: int, col: int, data: torch.Tensor) -> None:
+        h, w = data.shape[-2:]
+        if self.out.shape[0] == 1:
+            data = data.mean(dim=0, keepdim=True)
+        data = data.cpu()
+        extra = None
+        carry = self.source.scaling.carry(self.source.read_raw, self.source.shape, (row, row + h), (col, col + w), SCALE)
+        if carry is not None:
+            x01, weight, extra = carry
+            data = data.double()
+            data += weight * (x01 - data)
+            extra = extra.numpy()
+        self.out[:, row:row + h, col:col + w] = self.source.scaling.inverse(data.numpy(), self.out.dtype, extra)
+
+
+def _upscale_one(engine, raw: np.ndarray, mask: np.ndarray | None, scale, out: np.ndarray) -> None:
+    """Upscale (C, H, W) ``raw`` (``mask``: (C, H, W) bool, True = masked) into (C, 4H, 4W) ``out``."""
+    valid = None if mask is None else ~mask.all(axis=0)
+    source = _ImageSource(raw, valid, _scaling(raw, valid, scale))
+    engine.run(source, _ImageSink(source, out))
+
+
+def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
+                  scale=None, tile: int | None = None, overlap: int | None = None, batch_size: int | None = None,
+                  device=None, precision: str = "fp32"):
+    """Super-resolve an in-memory image by 4x with ``model``; same layout and dtype back.
+
+    ``image``: numpy (H, W), (H, W, C) or (C, H, W) with C = 1 or 3 (a masked array keeps its
+    masks), or a torch tensor (C, H, W) / (B, C, H, W). ``scale``: as ``rsisr upscale --scale``
+    (``auto``, ``none``, ``"MIN,MAX"``, per-band ranges); default: uint8 as is, other integers
+    ``auto``, floats [0, 1] (values outside are refused). ``seed``: the scene-coordinate noise
+    seed, as ``rsisr upscale --seed`` (None: drawn from ``generator`` or at random). ``tile``,
+    ``overlap``, ``batch_size``, ``precision``: the engine's (CLI defaults); ``device``: default
+    the model's.
+    """
+    from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler
+
+    is_numpy = isinstance(image, np.ndarray)
+    if not is_numpy and not isinstance(image, torch.Tensor):
+        raise InputError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
+    layout = _layout(tuple(image.shape), is_numpy)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 4:
+        raise InputError(f"steps must be 1, 2, 3 or 4, got {steps!r}")
+    if device is None:
+        device = getattr(model, "device", "cpu")
+    engine = TiledUpscaler(
+        model, tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE, steps=steps,
+        seed=_random_seed(generator) if seed is None else seed, device=device, precision=precision,
+    )
+    if not is_numpy:
+        images = image.detach().cpu()
+        images = images if layout == "bchw" else images[None]
+        outs = []
+        for one in images.numpy():
+            out = np.empty((one.shape[0], SCALE * one.shape[1], SCALE * one.shape[2]), one.dtype)
+            _upscale_one(engine, _channels_first(one, "chw" if layout == "bchw" else layout), None, scale,
+                         _channels_first(out, "chw"))
+            outs.append(out)
+        result = torch.from_numpy(np.stack(outs) if layout == "bchw" else _restore(outs[0], layout))
+        return result.to(image.dtype)
+
+    data = np.ma.getdata(image)
+    mask = np.ma.getmask(image) if isinstance(image, np.ma.MaskedArray) else np.ma.nomask
+    mask = None if mask is np.ma.nomask or not mask.any() else mask
+    rows = 1 if layout == "chw" else 0
+    shape = list(data.shape)
+    shape[rows] *= SCALE
+    shape[rows + 1] *= SCALE
+    out = np.empty(shape, data.dtype)
+    mask_chw = None if mask is None else _channels_first(mask, layout)
+    _upscale_one(engine, _channels_first(data, layout), mask_chw, scale, _channels_first(out, layout))
+    if isinstance(image, np.ma.MaskedArray):
+        out_mask = np.ma.nomask
+        if mask is not None:  # each band's mask, nearest x4
+            out_mask = mask.repeat(SCALE, axis=rows).repeat(SCALE, axis=rows + 1)
+        return np.ma.MaskedArray(out, mask=out_mask, fill_value=image.fill_value)
+    return out
+
+
+def _restore(chw: np.ndarray, layout: str) -> np.ndarray:
+    """A (C, H, W) result in ``layout`` (torch single images)."""
+    if layout == "hw":
+        return chw[0]
+    if layout == "hwc":
+        return chw.transpose(1, 2, 0)
+    return chw
