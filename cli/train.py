@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from rsisr_cli.options import configure_logging, device_option, verbosity_options
@@ -32,6 +34,9 @@ def _common_options(f):
         click.option("--workers", type=click.IntRange(min=0), default=None,
                      help="Data loader processes (default: 0 on the CPU, up to 8 on a GPU)."),
         click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training passes."),
+        click.option("--metric-weights", type=click.Path(file_okay=False), default=None,
+                     help="Folder written by ../shared/tools/metric-weights (default: $RSISR_METRIC_WEIGHTS): "
+                          "validation LPIPS in metrics.csv, and the LPIPS(VGG) loss of ae.perceptual_weight."),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
         verbosity_options,
     ]
@@ -41,7 +46,7 @@ def _common_options(f):
 
 
 def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, epochs, batch_size, lr, device,
-         precision, workers, compile_, resume, verbose, quiet, ae=None, init=None, extra=None) -> None:
+         precision, workers, compile_, metric_weights, resume, verbose, quiet, ae=None, init=None, extra=None) -> None:
     from rsisr.training import train
 
     if max_steps is not None and epochs is not None:
@@ -50,6 +55,7 @@ def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, e
     flags = {
         f"{stage}.max_steps": max_steps, f"{stage}.epochs": epochs, f"{stage}.batch_size": batch_size,
         f"{stage}.lr": lr, "run.precision": precision, "run.workers": workers, "run.compile": compile_,
+        "run.metric_weights": None if metric_weights is None else str(Path(metric_weights).resolve()),
         **(extra or {}),
     }
     if device != "auto" or not resume:

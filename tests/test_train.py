@@ -413,3 +413,44 @@ def test_loader_workers_do_not_change_the_numbers(image_dir, tmp_path):
         assert result.exit_code == 0, result.output
         runs.append([(r["loss"], r["l1"]) for r in _rows(out)])
     assert runs[0] == runs[1]
+
+
+def test_perceptual_loss_and_validation_lpips_from_local_weights(image_dir, tmp_path, metric_weights):
+    """ae.perceptual_weight loads LPIPS(VGG) from the metric weights folder (never a download), and
+    validation logs LPIPS(AlexNet), the evaluation metric, next to bicubic's."""
+    run = tmp_path / "run"
+    result = _invoke(["train", "ae", "--data", str(image_dir), "--val", str(image_dir), "--out", str(run), *FAST,
+                      "--max-steps", "2",
+                      "--set", "ae.perceptual_weight=1", "--set", "ae.perceptual_layers=3",
+                      "--set", "train.val_every=2", "--metric-weights", str(metric_weights)])
+    assert result.exit_code == 0, result.output
+    row = _rows(run)[-1]
+    assert float(row["lpips"]) > 0
+    assert 0 < float(row["val_lpips"]) < 1 and 0 < float(row["bicubic_lpips"]) < 1
+
+
+def test_perceptual_loss_without_weights_is_one_line(image_dir, tmp_path, monkeypatch, metric_weights):
+    import shutil
+
+    monkeypatch.delenv("RSISR_METRIC_WEIGHTS", raising=False)
+    run = tmp_path / "run"
+    args = ["train", "ae", "--data", str(image_dir), "--out", str(run), *FAST, "--max-steps", "1",
+            "--set", "ae.perceptual_weight=1"]
+    _one_line_error(_invoke(args), "needs the LPIPS(VGG) weights", "--metric-weights")
+    partial = tmp_path / "partial"
+    shutil.copytree(metric_weights, partial)
+    (partial / "vgg16_features.pth").unlink()
+    _one_line_error(_invoke([*args, "--metric-weights", str(partial)]), "has no vgg16_features.pth")
+    assert not run.exists()
+
+
+def test_lpips_vgg_levels(metric_weights):
+    from rsisr.evaluation.perceptual import build_lpips_local
+
+    full, three = build_lpips_local(metric_weights, "vgg"), build_lpips_local(metric_weights, "vgg", 3)
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    d_full, d_three = full(a, b).flatten(), three(a, b).flatten()
+    assert (d_three > 0).all() and (d_three < d_full).all()  # fewer levels, fewer summed terms
+    assert float(full(a, a).abs().max()) == 0.0

@@ -36,12 +36,22 @@ log = logging.getLogger(__name__)
 ENV_VAR = "RSISR_METRIC_WEIGHTS"
 ALEXNET_FILE = "alexnet_features.pth"
 LPIPS_HEADS_FILE = "lpips_v0.1_alex.pth"
+#: LPIPS(VGG16), the training loss of stage 1 (``ae.perceptual_weight``), never an evaluation metric.
+VGG16_FILE = "vgg16_features.pth"
+LPIPS_VGG_HEADS_FILE = "lpips_v0.1_vgg.pth"
 INCEPTION_FILE = "pt_inception-2015-12-05.pth"
 HOW_TO_GET = "write them with `../shared/tools/metric-weights DIR` (see the README, section Evaluate)"
 
 # AlexNet `features` indices of the convolutions that lpips' alexnet wrapper puts into its
 # slices 1-5 (features[0:2], [2:5], [5:8], [8:10], [10:12]).
 _ALEX_SLICE_OF = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+# VGG16 `features` slices of lpips' vgg16 wrapper: [0:4], [4:9], [9:16], [16:23], [23:30]
+# (ending at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3).
+_VGG_SLICE_ENDS = (4, 9, 16, 23, 30)
+
+
+def _vgg_slice_of(index: int) -> int:
+    return next(k for k, end in enumerate(_VGG_SLICE_ENDS, start=1) if index < end)
 
 
 def metric_weights_dir(path: str | os.PathLike | None = None) -> Path | None:
@@ -89,28 +99,36 @@ def _unavailable(metric: str, reason: str) -> None:
 # --------------------------------------------------------------------------------------------- LPIPS
 
 
-def build_lpips_local(folder: str | os.PathLike) -> nn.Module:
-    """``lpips.LPIPS(net='alex')`` (v0.1) with both weight sets loaded from ``folder``; no download."""
+def build_lpips_local(folder: str | os.PathLike, net: str = "alex", layers: int = 5) -> nn.Module:
+    """``lpips.LPIPS(net=net)`` (v0.1; ``alex`` or ``vgg``) with both weight sets loaded from
+    ``folder``; no download. ``layers`` < 5 keeps the first feature levels only (VGG up to
+    relu3_3 with 3), and the deeper slices are not even run: a cheaper training loss."""
     import lpips
 
     folder = Path(folder)
-    backbone = _load_state(_weights_file(folder, ALEXNET_FILE))
-    heads = _load_state(_weights_file(folder, LPIPS_HEADS_FILE))
+    files = {"alex": (ALEXNET_FILE, LPIPS_HEADS_FILE), "vgg": (VGG16_FILE, LPIPS_VGG_HEADS_FILE)}[net]
+    backbone = _load_state(_weights_file(folder, files[0]))
+    heads = _load_state(_weights_file(folder, files[1]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation notice for `pretrained=`
-        net = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
+        model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, verbose=False)
     renamed = {}
     for key, value in backbone.items():
         prefix, index, param = key.split(".")
-        if prefix != "features" or int(index) not in _ALEX_SLICE_OF:
-            raise InputError(f"unexpected key {key!r} in {ALEXNET_FILE}; {HOW_TO_GET}")
-        renamed[f"slice{_ALEX_SLICE_OF[int(index)]}.{index}.{param}"] = value
+        if prefix != "features" or (net == "alex" and int(index) not in _ALEX_SLICE_OF):
+            raise InputError(f"unexpected key {key!r} in {files[0]}; {HOW_TO_GET}")
+        level = _ALEX_SLICE_OF[int(index)] if net == "alex" else _vgg_slice_of(int(index))
+        renamed[f"slice{level}.{index}.{param}"] = value
     try:
-        net.net.load_state_dict(renamed, strict=True)
-        net.lins.load_state_dict({k.removeprefix("lin"): v for k, v in heads.items()}, strict=True)
+        model.net.load_state_dict(renamed, strict=True)
+        model.lins.load_state_dict({k.removeprefix("lin"): v for k, v in heads.items()}, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"metric weights in {str(folder)!r} do not fit LPIPS-alex: {exc}; {HOW_TO_GET}") from None
-    return net.eval().requires_grad_(False)
+        raise InputError(f"metric weights in {str(folder)!r} do not fit LPIPS-{net}: {exc}; {HOW_TO_GET}") from None
+    if layers < model.L:
+        for k in range(layers + 1, model.L + 1):
+            setattr(model.net, f"slice{k}", nn.Sequential())  # identity: nothing deeper is computed
+        model.L = layers
+    return model.eval().requires_grad_(False)
 
 
 def load_lpips(folder: Path | None, device: torch.device) -> nn.Module | None:

@@ -51,7 +51,7 @@ class AETrainer:
     stage = "ae"
 
     def __init__(self, cfg: TrainingConfig, device: torch.device, total_steps: int,
-                 init: torch.nn.Module | None = None):
+                 init: torch.nn.Module | None = None, metric_weights=None):
         from rsisr.api import build_autoencoder
 
         s = cfg.ae
@@ -79,7 +79,7 @@ class AETrainer:
         self.scaler = make_scaler(device, self.precision)
         # Posterior samples z ~ q(z | hr, lr_up) are drawn from this generator (saved with the run).
         self.generator = torch.Generator(device).manual_seed(cfg.train.seed + 1)
-        self.perceptual = _perceptual(s.perceptual_weight, device)
+        self.perceptual = _perceptual(s.perceptual_weight, s.perceptual_layers, metric_weights, device)
         self.loss_names = ("loss", "l1", "kl", "g", "d", "adv_weight") + (("lpips",) if self.perceptual else ())
         if cfg.run.compile:
             # The adaptive weight takes two gradients through the same graph (retain_graph=True),
@@ -180,19 +180,29 @@ class AETrainer:
         return save_model(self.ae, path)
 
 
-def _perceptual(weight: float, device: torch.device):
-    """LPIPS(VGG) for the optional perceptual term, or None when the weight is 0."""
+def check_perceptual_weights(weight: float, folder) -> None:
+    """Before anything is written: the LPIPS(VGG) files must be in the metric weights ``folder``
+    when ``weight`` > 0 (one-line errors naming what is missing). Never downloads."""
+    if weight <= 0:
+        return
+    from rsisr.evaluation.perceptual import ENV_VAR, LPIPS_VGG_HEADS_FILE, VGG16_FILE, _weights_file
+
+    if folder is None:
+        raise ConfigError(
+            f"ae.perceptual_weight={weight} needs the LPIPS(VGG) weights ({VGG16_FILE}, {LPIPS_VGG_HEADS_FILE}): "
+            f"pass --metric-weights DIR (or set ${ENV_VAR}) with the folder that "
+            "`../shared/tools/metric-weights DIR` writes, or set ae.perceptual_weight=0"
+        )
+    for name in (VGG16_FILE, LPIPS_VGG_HEADS_FILE):
+        _weights_file(folder, name)
+
+
+def _perceptual(weight: float, layers: int, folder, device: torch.device):
+    """LPIPS(VGG) for the optional perceptual term, from the metric weights ``folder``, or None
+    when the weight is 0."""
     if weight <= 0:
         return None
-    try:
-        import lpips
+    from rsisr.evaluation.perceptual import build_lpips_local
 
-        net = lpips.LPIPS(net="vgg", verbose=False).to(device).eval()
-    except Exception as exc:
-        raise ConfigError(
-            f"ae.perceptual_weight={weight} needs the LPIPS(VGG) weights, which could not be loaded ({exc}); "
-            "install lpips and torchvision with their VGG weights, or set ae.perceptual_weight=0"
-        ) from None
-    net.requires_grad_(False)
-    return net
-
+    check_perceptual_weights(weight, folder)
+    return build_lpips_local(folder, "vgg", layers).to(device)

@@ -170,7 +170,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # metrics.csv and losses.png
 
-VAL_COLUMNS = ("val_psnr", "val_ssim", "bicubic_psnr", "bicubic_ssim")
+VAL_COLUMNS = ("val_psnr", "val_ssim", "bicubic_psnr", "bicubic_ssim", "val_lpips", "bicubic_lpips")
 
 
 class MetricsLog:
@@ -241,6 +241,16 @@ def plot_losses(csv_path: Path, png_path: Path, loss_names: tuple[str, ...]) -> 
     ax.set_xlabel("step")
     if ax.lines:
         ax.legend()
+    lpips_pts = {name: [(r["step"], r[name]) for r in rows if r.get(name) is not None]
+                 for name in ("val_lpips", "bicubic_lpips")}
+    if lpips_pts["val_lpips"]:
+        twin = ax.twinx()
+        for (name, pts), style in zip(lpips_pts.items(), (":s", ":")):
+            if pts:
+                xs, ys = zip(*pts)
+                twin.plot(xs, ys, style, ms=3, color="tab:red", label=name)
+        twin.set_ylabel("LPIPS (red)")
+        twin.legend(loc="lower right")
     for extra in axes[n:]:
         extra.set_visible(False)
     tmp = png_path.with_name(".losses.tmp.png")
@@ -257,12 +267,17 @@ def _to_255(x: torch.Tensor) -> torch.Tensor:
     return torch.round(((x.float() + 1.0) * 127.5).clamp(0.0, 255.0))
 
 
-def score(sr: torch.Tensor, hr: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR and SSIM (rsisr.evaluation.metrics, the functions ``rsisr evaluate`` uses)."""
+def score(sr: torch.Tensor, hr: torch.Tensor, lpips_net=None) -> tuple[float, float, float | None]:
+    """Mean PSNR, SSIM and (with ``lpips_net``) LPIPS: the functions ``rsisr evaluate`` uses."""
     from rsisr.evaluation.metrics import psnr, ssim
 
     a, b = _to_255(sr).cpu(), _to_255(hr).cpu()
-    return float(psnr(a, b).mean()), float(ssim(a, b).mean())
+    lp = None
+    if lpips_net is not None:
+        from rsisr.evaluation.perceptual import lpips_distance
+
+        lp = float(torch.cat([lpips_distance(lpips_net, a[k:k + 8], b[k:k + 8]) for k in range(0, len(a), 8)]).mean())
+    return float(psnr(a, b).mean()), float(ssim(a, b).mean()), lp
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,20 +327,29 @@ def fit(
     train_cfg,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    metric_weights: Path | None = None,
 ) -> Path:
     """Run steps ``start_step`` .. ``total_steps`` - 1, logging, validating and checkpointing;
-    export ``model.safetensors`` at the end. Returns its path."""
+    export ``model.safetensors`` at the end. Returns its path.
+
+    Validation: PSNR and SSIM, and LPIPS(AlexNet) (the evaluation metric) when the
+    ``metric_weights`` folder is given."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     columns = ["step", "epoch", *trainer.loss_names, "lr", "samples_per_s", *VAL_COLUMNS]
     metrics = MetricsLog(run_dir / "metrics.csv", columns, resume_step=start_step)
     bicubic = None
+    lpips_net = None
     if val_hr is not None:
         from rsisr.imageops import bicubic_up
         from rsisr.training.data import make_lr
 
-        bicubic = score(bicubic_up(make_lr(val_hr)), val_hr)
+        if metric_weights is not None:
+            from rsisr.evaluation.perceptual import build_lpips_local
+
+            lpips_net = build_lpips_local(metric_weights, "alex")
+        bicubic = score(bicubic_up(make_lr(val_hr)), val_hr, lpips_net)
 
     def checkpoint(step: int) -> None:
         save_checkpoint(run_dir, step, trainer, config_yaml, train_cfg.keep_checkpoints)
@@ -374,10 +398,12 @@ def fit(
                         "lr": trainer.learning_rate(), "samples_per_s": count * batch_size / max(elapsed, 1e-9),
                     }
                     if do_val:
-                        val = score(*trainer.validate(val_hr))
-                        row.update(val_psnr=val[0], val_ssim=val[1], bicubic_psnr=bicubic[0], bicubic_ssim=bicubic[1])
-                        log.info("step %d: validation PSNR %.3f dB SSIM %.4f (bicubic %.3f dB %.4f)",
-                                 step, val[0], val[1], bicubic[0], bicubic[1])
+                        val = score(*trainer.validate(val_hr), lpips_net)
+                        row.update(val_psnr=val[0], val_ssim=val[1], bicubic_psnr=bicubic[0], bicubic_ssim=bicubic[1],
+                                   val_lpips=val[2], bicubic_lpips=bicubic[2])
+                        log.info("step %d: validation PSNR %.3f dB SSIM %.4f (bicubic %.3f dB %.4f)%s",
+                                 step, val[0], val[1], bicubic[0], bicubic[1],
+                                 "" if val[2] is None else f" LPIPS {val[2]:.4f} (bicubic {bicubic[2]:.4f})")
                     metrics.write(row)
                     bar.set_postfix({k: f"{means[k]:.4g}" for k in trainer.loss_names[:4] if k in means}
                                     | {"samples/s": f"{row['samples_per_s']:.2f}"}, refresh=False)

@@ -134,8 +134,13 @@ class AEStageConfig:
     disc_channels: int = 64
     #: Discriminator learning rate; null: the same as ``lr``.
     disc_lr: float | None = None
-    #: LPIPS(VGG) perceptual term (the reference's, not the paper's); 0 = off. Needs the weights.
+    #: LPIPS(VGG) perceptual term (the reference's, not the paper's); 0 = off. Needs the metric
+    #: weights folder (``--metric-weights DIR`` / $RSISR_METRIC_WEIGHTS): vgg16_features.pth and
+    #: lpips_v0.1_vgg.pth, written by ``../shared/tools/metric-weights DIR``; never downloaded.
     perceptual_weight: float = 0.0
+    #: VGG16 feature levels of the perceptual term: 5 = LPIPS as published; fewer = a cheaper
+    #: loss (3 stops at relu3_3, the last two slices are not run).
+    perceptual_layers: int = 5
     #: Start from this autoencoder (``model.safetensors`` of an ``rsisr train ae`` run) instead of
     #: random weights; its model config is used. ``rsisr train ae --init``.
     init: str = ""
@@ -152,6 +157,8 @@ class AEStageConfig:
         for name in ("kl_weight", "adv_weight", "perceptual_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ae.{name} must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.perceptual_layers <= 5:
+            raise ConfigError(f"ae.perceptual_layers must be 1 to 5 (VGG16 feature levels), got {self.perceptual_layers}")
         if self.disc_layers <= 0 or self.disc_channels <= 0:
             raise ConfigError("ae.disc_layers and ae.disc_channels must be positive")
         if not self.train_encoder and not self.init:
@@ -217,6 +224,9 @@ class RunConfig:
     #: other jobs, fewer threads than cores avoid oversubscription. Results on the CPU may
     #: differ in the last bits between thread counts.
     threads: int | None = None
+    #: Folder of metric weights (``../shared/tools/metric-weights DIR``): validation LPIPS in
+    #: metrics.csv and the LPIPS(VGG) loss; null: $RSISR_METRIC_WEIGHTS, else PSNR/SSIM only.
+    metric_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):

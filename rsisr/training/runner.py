@@ -117,6 +117,13 @@ def train(
     else:
         train_images, val_images = split(scan.images, cfg.data.train, cfg.data.val_fraction)
     total_steps = cfg.total_steps(len(train_images))
+    from rsisr.evaluation.perceptual import metric_weights_dir
+
+    metric_weights = metric_weights_dir(cfg.run.metric_weights)
+    if stage == "ae":
+        from rsisr.training.ae import check_perceptual_weights
+
+        check_perceptual_weights(cfg.ae.perceptual_weight, metric_weights)
     device = resolve_device(cfg.run.device)
     if cfg.run.precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 training needs CUDA; use --precision bf16 or fp32 on the CPU")
@@ -129,7 +136,7 @@ def train(
     try:
         with _log_to_file(out / "train.log"):
             return _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, device, workers,
-                        autoencoder, progress, callback)
+                        autoencoder, progress, callback, metric_weights)
     finally:
         torch.set_num_threads(threads)
 
@@ -178,7 +185,7 @@ class _Forward(logging.Handler):
 
 
 def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, device, workers, autoencoder,
-         progress, callback) -> Path:
+         progress, callback, metric_weights=None) -> Path:
     from rsisr.checkpoint import file_sha256
     from rsisr.training import common
     from rsisr.training.data import CropDataset, load_val_set, make_loader
@@ -196,7 +203,7 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
     if stage == "ae":
         from rsisr.training.ae import AETrainer
 
-        trainer = AETrainer(cfg, device, total_steps, init=autoencoder)
+        trainer = AETrainer(cfg, device, total_steps, init=autoencoder, metric_weights=metric_weights)
     else:
         from rsisr.training.lcm import LCMTrainer
 
@@ -223,5 +230,5 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
     return common.fit(
         trainer, run_dir=out, loader=loader, start_step=start_step, total_steps=total_steps,
         batch_size=s.batch_size, n_train=len(train_images), val_hr=val_hr, config_yaml=config_yaml,
-        train_cfg=cfg.train, progress=progress, callback=callback,
+        train_cfg=cfg.train, progress=progress, callback=callback, metric_weights=metric_weights,
     )
