@@ -8,6 +8,7 @@ freshly initialised autoencoder: its cost does not depend on the weights.
     python benchmarks/train_speed.py                              # small and paper, CPU, crop 256
     python benchmarks/train_speed.py --presets small --crop 128 --batch-size 8 --steps 5
     python benchmarks/train_speed.py --device cuda --precision bf16 --batch-size 16
+    python benchmarks/train_speed.py --presets small --crop 128 --threads 1 --precision auto --channels-last
 
 On a CPU shared with other jobs, compare ``--threads 1``: two threads per process oversubscribe
 two cores and can run many times slower (``rsisr train --set run.threads=1``).
@@ -45,7 +46,7 @@ def measure(trainer, batch: int, crop: int, steps: int, warmup: int, start_step:
 
 def main() -> None:
     from rsisr.api import build_autoencoder
-    from rsisr.device import resolve_device
+    from rsisr.device import native_bf16, resolve_device, resolve_precision
     from rsisr.training.ae import AETrainer
     from rsisr.training.config import resolve
     from rsisr.training.lcm import LCMTrainer
@@ -58,7 +59,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | auto (bf16 where native)")
+    p.add_argument("--channels-last", action="store_true", help="run.channels_last=true (default: CUDA only)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="One JSON object per line.")
@@ -66,15 +68,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# device: {name}; crop {args.crop}, batch {args.batch_size}, precision {args.precision}, "
+          f"native bf16 {native_bf16(device)}, channels_last {args.channels_last}, "
           f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} (samples/s is wall-clock and drops "
           "when other jobs share the CPU; samples per CPU-second x threads estimates an idle machine)")
     for preset in args.presets.split(","):
         for stage in args.stages.split(","):
             flags = {"data.crop": args.crop, f"{stage}.batch_size": args.batch_size, f"{stage}.max_steps": 10**6,
                      "run.precision": args.precision, "run.compile": args.compile, "run.device": args.device,
-                     "ae.disc_start": args.warmup + args.steps}
+                     "ae.disc_start": args.warmup + args.steps,
+                     **({"run.channels_last": True} if args.channels_last else {})}
             cfg = resolve(stage, preset=preset, flags=flags)
             torch.manual_seed(0)
             if stage == "ae":

@@ -29,8 +29,9 @@ def _common_options(f):
         click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate."),
         device_option,
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
-                     help="Autocast precision (default fp32; fp16 only on CUDA)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+                     help="Autocast precision (default fp32; fp16 only on CUDA; auto: bf16 where the device runs "
+                          "it natively, checked at run time, else fp32)."),
         click.option("--workers", type=click.IntRange(min=0), default=None,
                      help="Data loader processes (default: 0 on the CPU, up to 8 on a GPU)."),
         click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training passes."),

@@ -35,6 +35,28 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     raise DeviceError(f"invalid device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively, checked at run time (machines differ: one CPU
+    here had AVX512-BF16, another only AVX512-VNNI): CUDA with bf16 support, or a CPU with
+    AVX512-BF16 or AMX tiles. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; other names are checked and kept."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise DeviceError(f"invalid precision {precision!r}; use auto or one of: {', '.join(PRECISIONS)}")
+    return precision
+
+
 def autocast(device: torch.device, precision: str = "fp32"):
     """Autocast context for ``precision`` (fp32 | bf16 | fp16) on ``device``."""
     if precision not in PRECISIONS:

@@ -50,3 +50,19 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_precision_auto_follows_native_bf16(monkeypatch):
+    """auto = bf16 only where the CPU runs it natively (checked at run time), else fp32."""
+    from rsisr.device import native_bf16, resolve_precision
+    from rsisr.errors import DeviceError
+
+    cpu = torch.device("cpu")
+    for bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert native_bf16(cpu) is (expected == "bf16")
+        assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp16", cpu) == "fp16"
+    with pytest.raises(DeviceError, match="invalid precision"):
+        resolve_precision("fp8", cpu)

@@ -212,7 +212,8 @@ class RunConfig:
     """Where and how fast: may change on ``--resume`` (the numbers on one machine do not depend on it)."""
 
     device: str = "auto"
-    #: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler).
+    #: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) | auto: bf16 where the device
+    #: runs it natively (checked at run time: CUDA with bf16, a CPU with AVX512-BF16 or AMX), else fp32.
     precision: str = "fp32"
     #: Loader worker processes; null: 0 on the CPU, up to 8 on a GPU.
     workers: int | None = None
@@ -229,8 +230,8 @@ class RunConfig:
     metric_weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"run.precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"run.workers must be >= 0, got {self.workers}")
         if self.threads is not None and self.threads <= 0:

@@ -125,6 +125,14 @@ def train(
 
         check_perceptual_weights(cfg.ae.perceptual_weight, metric_weights)
     device = resolve_device(cfg.run.device)
+    if cfg.run.precision == "auto":
+        import dataclasses
+
+        from rsisr.device import resolve_precision
+
+        precision = resolve_precision("auto", device)
+        log.info("run.precision auto: %s on %s", precision, device)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, precision=precision))
     if cfg.run.precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 training needs CUDA; use --precision bf16 or fp32 on the CPU")
     workers = cfg.run.workers if cfg.run.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count() or 1))
