@@ -14,13 +14,14 @@ import torch
 
 import rsisr
 from rsisr.device import autocast, resolve_device
+from rsisr.noise import tile_noises
 
 
 def bench(preset: str, device: torch.device, size: int, precision: str, repeats: int) -> float:
     torch.manual_seed(0)
     model = rsisr.build_model(preset).to(device).eval()
     lr = torch.rand(1, 3, size, size, device=device) * 2 - 1
-    noises = [n.to(device) for n in model.make_noises(lr.shape, 1, seed=0)]
+    noises = [torch.from_numpy(n).to(device) for n in tile_noises(model.latent_shape, 0, 1, [(0, 0)], size, size)]
     with torch.no_grad(), autocast(device, precision):
         model(lr, noises)  # warm-up
         if device.type == "cuda":

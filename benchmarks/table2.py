@@ -25,6 +25,7 @@ import rsisr
 from rsisr.device import autocast, resolve_device
 from rsisr.evaluation.evaluate import timed
 from rsisr.imageops import bicubic_up
+from rsisr.noise import tile_noises
 
 PAPER_ROW = ("LCMSR, paper Table II (GPU)", 0.0708, 31.25)
 
@@ -67,7 +68,8 @@ def main() -> None:
         for preset in args.presets.split(","):
             torch.manual_seed(0)
             model = rsisr.build_model(preset).to(device).eval()
-            noises = [n.to(device) for n in model.make_noises(lr.shape, args.steps, seed=0)]
+            noises = [torch.from_numpy(n).to(device) for n in tile_noises(
+                model.latent_shape, 0, args.steps, [(0, 0)] * lr.shape[0], *lr.shape[-2:])]
 
             def forward():
                 with autocast(device, args.precision):

@@ -35,3 +35,15 @@ def scene_noise(seed: int, channels: int, y0: int, x0: int, height: int, width: 
     u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 1.0) / 9007199254740992.0
     u2 = (h2 >> np.uint64(11)).astype(np.float64) / 9007199254740992.0
     return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.float32)
+
+
+def tile_noises(latent_shape, seed: int, steps: int, origins, h: int, w: int) -> list[np.ndarray]:
+    """THE noise of every model run (``rsisr upscale``, ``model.upscale``, ``rsisr evaluate``,
+    validation during training): for LR tiles of h x w whose top-left LR scene coordinates are
+    ``origins`` [(y, x), ...], one (B, Z, h', w') batch per step, cut from the scene field at
+    latent origin (y // 2, x // 2). ``latent_shape(h, w, 1)`` -> (1, Z, h', w'). An image run
+    whole is the tile at (0, 0), so ``rsisr evaluate --seed S`` scores what ``rsisr upscale
+    --seed S`` writes for it."""
+    _, z, lh, lw = latent_shape(h, w, 1)
+    return [np.stack([scene_noise(seed, z, y // 2, x // 2, lh, lw, step) for y, x in origins])
+            for step in range(steps)]

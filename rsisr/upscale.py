@@ -53,7 +53,7 @@ from rsisr.device import autocast, resolve_device
 from rsisr.errors import (
     BandSelectionWarning, ConfigError, DeviceError, GeoreferencingWarning, InputError, OutputError,
 )
-from rsisr.noise import scene_noise
+from rsisr.noise import tile_noises
 from rsisr.tiling import AxisPlan, alignment, chunks, effective_tiling, lr_span, nearest_up
 
 log = logging.getLogger(__name__)
@@ -201,14 +201,9 @@ class TiledUpscaler:
         latent_shape = getattr(self.model, "latent_shape", None)
         if latent_shape is None:
             return []
-        _, z, lh, lw = latent_shape(h, w, 1)
         oy, ox = self.noise_origin
-        return [
-            torch.from_numpy(np.stack([
-                scene_noise(self.seed, z, (y + oy) // 2, (x + ox) // 2, lh, lw, step) for y, x in origins
-            ])).to(self.device)
-            for step in range(self.steps)
-        ]
+        noises = tile_noises(latent_shape, self.seed, self.steps, [(y + oy, x + ox) for y, x in origins], h, w)
+        return [torch.from_numpy(n).to(self.device) for n in noises]
 
     def _call(self, x: torch.Tensor, origins) -> torch.Tensor:
         noises = self._noises(origins, x.shape[-2], x.shape[-1])

@@ -68,6 +68,7 @@ def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny
 
     # The same numbers, computed here image by image from the documented recipe.
     from rsisr.imageops import bicubic_up
+    from rsisr.noise import tile_noises
 
     model = rsisr.load_model(tiny_model_file).eval()
     values = {"model": [], "bicubic": []}
@@ -76,7 +77,8 @@ def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny
         assert hr.shape[-2] % 4 == 0 and hr.shape[-1] % 4 == 0
         lr = degrade(hr)
         with torch.no_grad():
-            sr = to_8bit(model(lr, model.make_noises(lr.shape, 1, seed=3), 1))
+            noises = [torch.from_numpy(n) for n in tile_noises(model.latent_shape, 3, 1, [(0, 0)], *lr.shape[-2:])]
+            sr = to_8bit(model(lr, noises, 1).clamp(-1, 1))
         values["model"].append((psnr(sr, hr).item(), ssim(sr, hr).item()))
         values["bicubic"].append((psnr(to_8bit(bicubic_up(lr)), hr).item(), ssim(to_8bit(bicubic_up(lr)), hr).item()))
     for method, pairs in values.items():
@@ -216,3 +218,18 @@ def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path, monkeypatch):
         no_model = runner.invoke(cli, ["evaluate", "--data", str(hr_dir), "--out", str(tmp_path / "x.json")])
     assert no_model.exit_code == 1
     assert no_model.output.startswith("Error: no default model") and no_model.output.count("\n") == 1
+
+
+def test_evaluate_scores_what_upscale_writes(tiny_model, one_thread):
+    """One noise path: for the same LR image and seed, the model output that `rsisr evaluate`
+    scores is bit for bit what `rsisr upscale` / `model.upscale` writes (it used to draw its
+    noise from a torch generator instead of the scene-coordinate field)."""
+    from rsisr.evaluation.evaluate import model_runner
+
+    rng = np.random.default_rng(0)
+    lr8 = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    written = tiny_model.upscale(lr8, seed=11)
+    lr = torch.from_numpy(lr8).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
+    with torch.no_grad():
+        scored = to_8bit(model_runner(tiny_model, 1, 11, torch.device("cpu"))(lr))[0].permute(1, 2, 0)
+    assert np.array_equal(scored.numpy().astype(np.uint8), written)

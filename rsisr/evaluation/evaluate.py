@@ -99,7 +99,18 @@ def degrade(hr: torch.Tensor) -> torch.Tensor:
 
 def to_8bit(x: torch.Tensor) -> torch.Tensor:
     """Model-range output [-1, 1] -> float32 values in {0, ..., 255} (clipped, rounded), on the CPU."""
-    return torch.round(from_model_range(x.float()) * 255.0).cpu()
+    # float64 like rsisr.radiometry's inverse, so both round alike at .5 boundaries
+    return torch.round(from_model_range(x.float()).double() * 255.0).float().cpu()
+
+
+def model_runner(model, steps: int, seed: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as ``rsisr evaluate`` runs it: LR (B, 3, h, w) in [-1, 1] -> SR in [-1, 1]
+    through the tiling engine's model call (scene-coordinate noise of ``seed``, each image one
+    tile at the origin), so each image is scored as ``rsisr upscale --seed`` writes it."""
+    from rsisr.upscale import TiledUpscaler
+
+    engine = TiledUpscaler(model, steps=steps, seed=seed, device=device)
+    return lambda lr: engine.forward(lr, [(0, 0)] * lr.shape[0])
 
 
 def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
@@ -197,9 +208,10 @@ def evaluate(
     lpips_net = perceptual.load_lpips(weights_dir, dev) if "lpips" in wanted else None
     inception = perceptual.load_fid_inception(weights_dir, dev) if "fid" in wanted else None
 
+    model_sr = model_runner(model, steps, seed, dev)
+
     def run_model(lr: torch.Tensor) -> torch.Tensor:
-        noises = [n.to(dev) for n in model.make_noises(lr.shape, steps, seed=seed)]
-        return timed(lambda: model(lr, noises, steps), dev)
+        return timed(lambda: model_sr(lr), dev)
 
     runners = {"model": run_model, "bicubic": lambda lr: timed(lambda: bicubic_up(lr, SCALE), dev)}
     results = {m: _Method() for m in methods}

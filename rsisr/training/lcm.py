@@ -145,12 +145,15 @@ class LCMTrainer:
 
     @torch.no_grad()
     def validate(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Single-step SR of the EMA model with fixed noise. Returns (sr, hr)."""
-        gen = torch.Generator().manual_seed(VAL_NOISE_SEED)
+        """Single-step SR of the EMA model, each image with the noise ``rsisr upscale --seed
+        VAL_NOISE_SEED`` would give it (:func:`rsisr.noise.tile_noises`). Returns (sr, hr)."""
+        from rsisr.noise import tile_noises
+
         outs = []
         for chunk in hr.split(self.cfg.lcm.batch_size):
             lr = make_lr(self.prepare(chunk))
-            noises = self.ema.make_noises(lr.shape, 1, generator=gen)
+            noises = [torch.from_numpy(n).to(self.device) for n in tile_noises(
+                self.ema.latent_shape, VAL_NOISE_SEED, 1, [(0, 0)] * len(lr), *lr.shape[-2:])]
             with autocast(self.device, self.precision):
                 outs.append(self.ema(lr, noises, 1).float().cpu())
         return torch.cat(outs), hr
