@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -224,27 +225,48 @@ def _from_dict(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         raise ConfigError(
             f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}"
         )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value, f"{prefix}{name}.")
-        elif typing.get_origin(hint) is tuple:
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"config key {prefix + name!r} must be a list, got {value!r}")
-            kwargs[name] = tuple(value)
-        elif hint is float and isinstance(value, int) and not isinstance(value, bool):
-            kwargs[name] = float(value)
-        elif hint is int and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise ConfigError(f"config key {prefix + name!r} must be an integer, got {value!r}")
-        elif hint is float and not isinstance(value, float):
-            raise ConfigError(f"config key {prefix + name!r} must be a number, got {value!r}")
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - guarded by the key check above
-        raise ConfigError(str(exc)) from None
+    kwargs = {
+        name: _from_dict(hints[name], value, f"{prefix}{name}.") if dataclasses.is_dataclass(hints[name])
+        else coerce_value(hints[name], value, prefix + name)
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def coerce_value(hint: Any, value: Any, key: str) -> Any:
+    """``value`` as the type ``hint`` of a config field (the one typed check of both the model
+    and the training configs): lists become tuples, integral floats ints, ints floats where a
+    number is wanted; anything else is a ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return coerce_value([a for a in typing.get_args(hint) if a is not type(None)][0], value, key)
+    if value is None:
+        raise ConfigError(f"config key {key!r} may not be null")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        return tuple(coerce_value(typing.get_args(hint)[0], v, key) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    return value
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
-from rsisr.config import ModelConfig, PRESETS, get_preset
+from rsisr.config import ModelConfig, PRESETS, coerce_value, get_preset
 from rsisr.errors import ConfigError
 
 STAGES = ("ae", "lcm")
@@ -396,44 +395,9 @@ def _check_model_key(full: str) -> None:
         raise ConfigError(f"config key {full!r} is a section; give one of its keys, e.g. {full}.ch")
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, key)
-    if value is None:
-        raise ConfigError(f"config key {key!r} may not be null")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
-        inner = typing.get_args(hint)[0]
-        return tuple(_coerce(inner, v, key) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
-        return str(value)
-    return value
-
-
 def _build(cls: type, values: Mapping[str, Any], section: str) -> Any:
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(hints[name], value, f"{section}.{name}") for name, value in values.items()}
+    kwargs = {name: coerce_value(hints[name], value, f"{section}.{name}") for name, value in values.items()}
     return cls(**kwargs)
 
 
