@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsisr.atomic import StderrCapture, commit, remove, remove_stale, temp_path
 from rsisr.config import SCALE
 from rsisr.device import autocast, resolve_device
 from rsisr.errors import (
@@ -71,6 +71,8 @@ WRITE_WIDTH = 1024
 FILL_GROW = 16
 #: Side of the decimated sample that ``--scale auto`` reads.
 SAMPLE_SIDE = 1024
+#: Output names rsisr accepts: it writes GeoTIFF (plain or COG) only.
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -612,6 +614,10 @@ def _check_output(dst, src_name: str, overwrite: bool) -> Path:
     dst = Path(dst)
     if dst.is_dir():
         raise OutputError(f"output {str(dst)!r} is a directory; give a file name such as {dst / 'out.tif'}")
+    if dst.suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise OutputError(f"output {str(dst)!r} does not end in .tif or .tiff, but rsisr writes GeoTIFF (with --cog a "
+                          f"Cloud Optimized GeoTIFF); name it e.g. {dst.with_suffix('.tif').name}, and convert it "
+                          "afterwards with gdal_translate if you need another format")
     same = dst.resolve() == Path(src_name).resolve()
     if not same and dst.exists() and Path(src_name).exists():
         same = os.path.samefile(dst, src_name)
@@ -640,16 +646,88 @@ def _check_dataset_output(out, profile: dict, cog: bool) -> None:
                           f"this output needs {want[0]} x {want[1]} with {want[2]} {want[3]} bands")
 
 
-def _temp_path(dst: Path) -> Path:
-    return dst.resolve().parent / f".{dst.name}.{secrets.token_hex(4)}.rsisr-tmp"
+class _CheckedWriter:
+    """The output dataset as :class:`_RasterSink` sees it: each write runs with what C code
+    prints to stderr held back in ``capture``, and a GDAL failure becomes an OutputError."""
 
+    def __init__(self, dataset, capture: StderrCapture, path) -> None:
+        self._dataset = dataset
+        self._capture = capture
+        self._path = path
 
-def _remove(path: Path) -> None:
-    for p in (path, Path(f"{path}.aux.xml"), Path(f"{path}.msk")):
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+    def write(self, *args, **kwargs):
+        return self._guard(self._dataset.write, *args, **kwargs)
+
+    def write_mask(self, *args, **kwargs):
+        return self._guard(self._dataset.write_mask, *args, **kwargs)
+
+    def _guard(self, fn, *args, **kwargs):
+        from rasterio._err import CPLE_BaseError
+        from rasterio.errors import RasterioError
+
         try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+            with self._capture():
+                return fn(*args, **kwargs)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise _write_failure(self._path, self._capture, exc) from None
+
+
+def _write_failure(dst, capture: StderrCapture, exc: BaseException | None = None, what: str = "output",
+                   temps: Sequence[Path] = ()) -> OutputError:
+    """One line for a failed GDAL write of ``dst``: the OS's reason where libtiff printed one
+    ("No space left on device"), else GDAL's message (naming ``dst`` rather than ``temps``)."""
+    import shutil
+
+    reason = capture.last_error()
+    if not reason and exc is not None:
+        cause = exc.__cause__ if "previous exception" in str(exc) and exc.__cause__ is not None else exc
+        reason = " ".join(str(cause).split())
+        for tmp in temps:
+            reason = reason.replace(str(tmp), str(dst)).replace(tmp.name, Path(dst).name)
+    reason = reason or "GDAL could not finish the file"
+    try:
+        full = shutil.disk_usage(Path(os.path.abspath(dst)).parent).free < 16 * 2**20
+    except OSError:
+        full = False
+    if full or "no space" in reason.lower() or "quota" in reason.lower():
+        hint = "free some space or write to another disk"
+    else:
+        hint = "check the output folder and the disk"
+    return OutputError(f"writing {what} {dst} failed: {reason}; {hint} (nothing was written)")
+
+
+def _end_capture(capture: StderrCapture, succeeded: bool) -> None:
+    """Show what C code printed during a write that succeeded; drop it after a failure, which
+    is reported in one line instead."""
+    if succeeded:
+        capture.release()
+    else:
+        capture.discard()
+
+
+def _verify_written(path: Path, dst, shape: tuple[int, int, int], capture: StderrCapture, what: str = "output") -> None:
+    """After GDAL closed ``path``: no failed write was reported, and the file opens with the
+    expected (width, height, count) and its last block reads. rasterio does not raise when
+    GDAL fails to flush at close; a full disk leaves a file whose directory cannot be read."""
+    import rasterio
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    if capture.write_failed():
+        raise _write_failure(dst, capture, what=what)
+    try:
+        with capture(), rasterio.open(path) as check:
+            got = (check.width, check.height, check.count)
+            if got == shape:
+                check.read(1, window=Window(shape[0] - 1, shape[1] - 1, 1, 1))
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise _write_failure(dst, capture, exc, what, [path]) from None
+    if got != shape:
+        raise _write_failure(dst, capture, RuntimeError(f"the file has {got}, not {shape} pixels and bands"), what)
 
 
 def _load(model):
@@ -725,6 +803,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     import rasterio
     import rasterio.shutil
     from affine import Affine
+    from rasterio._err import CPLE_BaseError
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.windows import Window
 
@@ -793,8 +872,9 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             source = _RasterSource(src, indexes, scaling, mask_mode)
             lr_window = (window.row_off, window.col_off, window.height, window.width)
 
-            def fill(out) -> None:
-                """Band metadata and tags, then the engine, into the open output ``out``."""
+            def fill(out, writer) -> None:
+                """Band metadata and tags, then the engine, into the open output ``out`` (its
+                pixels through ``writer``, which checks every write)."""
                 out.colorinterp = [src.colorinterp[b - 1] for b in out_bands]
                 for k, b in enumerate(out_bands, start=1):
                     if src.descriptions[b - 1]:
@@ -806,6 +886,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                     out.offsets = [src.offsets[b - 1] for b in out_bands]
                 out.update_tags(**tags)
                 sink = _RasterSink(out, source, window, mask_mode, len(indexes), alpha)
+                sink.dst = writer
                 tick, close = _progress(progress, engine.count_tiles(source.shape, lr_window, sink.block_shape))
                 engine.on_tile = tick
                 try:
@@ -813,36 +894,54 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                 finally:
                     close()
 
+            capture = StderrCapture()  # what libtiff prints to stderr while rsisr writes
+            committed = False
             if dst_dataset is not None:
                 _check_dataset_output(dst_dataset, profile, cog)
-                fill(dst_dataset)
+                try:
+                    fill(dst_dataset, _CheckedWriter(dst_dataset, capture, dst_dataset.name))
+                    committed = True
+                finally:
+                    _end_capture(capture, committed)
             else:
+                shape = (profile["width"], profile["height"], count)
                 temps: list[Path] = []
                 try:
-                    tmp = _temp_path(dst)
+                    remove_stale(dst.parent)  # left by rsisr processes that were killed while writing here
+                    tmp = temp_path(dst)
                     temps.append(tmp)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", NotGeoreferencedWarning)
                         try:
-                            out = rasterio.open(tmp, "w", **profile)
-                        except RasterioError as exc:
+                            with capture():
+                                out = rasterio.open(tmp, "w", **profile)
+                        except (RasterioError, CPLE_BaseError) as exc:
                             raise OutputError(f"cannot write {tmp.parent}: {exc}") from None
-                    with out:
-                        fill(out)
+                    try:
+                        fill(out, _CheckedWriter(out, capture, dst))
+                    finally:
+                        with capture():
+                            out.close()  # GDAL flushes its cache here; rasterio raises nothing if that fails
+                    _verify_written(tmp, dst, shape, capture)
                     final = tmp
                     if cog:
-                        final = _temp_path(dst)
+                        final = temp_path(dst)
                         temps.append(final)
                         try:
-                            rasterio.shutil.copy(tmp, final, driver="COG", **cog_options)
-                        except RasterioError as exc:
-                            raise OutputError(f"writing the Cloud Optimized GeoTIFF failed: {exc}") from None
+                            with capture():
+                                rasterio.shutil.copy(tmp, final, driver="COG", **cog_options)
+                        except (RasterioError, CPLE_BaseError) as exc:
+                            raise _write_failure(dst, capture, exc, "the Cloud Optimized GeoTIFF", temps) from None
+                        remove(tmp)
+                        _verify_written(final, dst, shape, capture, "the Cloud Optimized GeoTIFF")
                     if dst.exists() and not overwrite:
                         raise OutputError(f"output {str(dst)!r} appeared while rsisr was writing; pass --overwrite")
-                    os.replace(final, dst)
+                    commit(final, dst, "output")
+                    committed = True
                 finally:
                     for t in temps:
-                        _remove(t)
+                        remove(t)
+                    _end_capture(capture, committed)
         finally:
             if owned:
                 src.close()
