@@ -2,18 +2,22 @@
 
 Commands are registered by name and imported on first use, so ``rsisr --help`` answers without
 loading torch. Every :class:`~rsisr.errors.RsisrError` (and every usage error) becomes one line
-on stderr and exit status 1, never a traceback.
+on stderr and exit status 1, never a traceback; warnings that a command held back
+(:func:`rsisr_cli.options.configure_logging`) are dropped then, so the error line is all there is.
+SIGTERM is handled as Ctrl-C: "interrupted", exit status 1, temporary files removed.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
 
 from rsisr import __version__
 from rsisr.errors import RsisrError
+from rsisr_cli.options import drop_warnings, release_warnings
 
 #: command name -> (module, attribute, one-line help shown by ``rsisr --help``)
 COMMANDS = {
@@ -41,25 +45,59 @@ class RsisrGroup(click.Group):
             formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        previous = _on_sigterm(_sigterm_as_sigint)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except RsisrError as exc:
             _fail(str(exc))
-        except click.exceptions.Abort:
-            _fail("aborted")
+        except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
+            cause = exc.__cause__
+            _fail("interrupted by SIGTERM" if isinstance(cause, Terminated) else
+                  "interrupted" if isinstance(cause, KeyboardInterrupt) else "aborted")
         except click.ClickException as exc:
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
             _fail(exc.format_message() + hint)
+        except Terminated:
+            _fail("interrupted by SIGTERM")
         except KeyboardInterrupt:
             _fail("interrupted")
+        finally:
+            _on_sigterm(previous)
+        release_warnings()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would raise KeyboardInterrupt."""
+
+
+def _sigterm_as_sigint(signum, frame) -> None:
+    """SIGTERM does what Ctrl-C does: the SIGINT handler in force runs (training stops after the
+    step and writes a checkpoint); by default an exception unwinds, so temporary files go."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signal.SIGINT, frame)
+    else:
+        raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM and return the previous one (None where signals cannot
+    be set: not the main thread, or no SIGTERM)."""
+    if handler is None or not hasattr(signal, "SIGTERM"):
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
 def _fail(message: str) -> None:
+    drop_warnings()  # a failed command shows its error alone
     click.echo(f"Error: {' '.join(message.split())}", err=True)
     sys.exit(1)
 

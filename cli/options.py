@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 import click
@@ -86,9 +87,97 @@ def _formatwarning(message, category, *args, **kwargs) -> str:
     return _plain_formatwarning(message, category, *args, **kwargs)
 
 
-def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+class _Console(logging.StreamHandler):
+    """The CLI's log handler: "LEVEL: message" on the current ``sys.stderr``.
+
+    While holding (:func:`configure_logging` with ``hold=True``), records below ERROR wait:
+    :func:`release_warnings` prints them once the command is under way (its first tile, or its
+    end), :func:`drop_warnings` forgets them when it fails first, so that a failing command
+    prints its one error line and nothing else.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        self.held: list[logging.LogRecord] | None = None
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the current sys.stderr is used
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None and record.levelno < logging.ERROR:
+            self.held.append(record)
+        else:
+            super().emit(record)
+
+    def release_held(self) -> None:
+        held, self.held = self.held or [], None
+        for record in held:
+            super().emit(record)
+
+    def drop_held(self) -> None:
+        self.held = None
+
+
+_console = _Console()
+
+
+def release_warnings() -> None:
+    """Print the warnings held back so far and stop holding."""
+    _console.release_held()
+
+
+def drop_warnings() -> None:
+    """Forget the warnings held back so far (the command failed) and stop holding."""
+    _console.drop_held()
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False, hold: bool = False) -> None:
+    """Log level from ``-v``/``-q`` and the console handler (in a process that has no logging
+    set up yet; an application or a test runner that has one keeps it).
+
+    ``hold``: keep warnings back until :func:`release_warnings` (``-v`` never holds). Commands
+    that fail during their checks then print only their error line; those that get going print
+    the warnings as soon as they do.
+    """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=level)
+    root = logging.getLogger()
+    if _console in root.handlers or not root.handlers:
+        if _console not in root.handlers:
+            root.addHandler(_console)
+        root.setLevel(level)
+    _console.held = [] if hold and level >= logging.WARNING else None
     logging.getLogger("rsisr").setLevel(level)
     logging.captureWarnings(True)
     warnings.formatwarning = _formatwarning
+
+
+class TileProgress:
+    """``progress(done, total)`` for :func:`rsisr.upscale.upscale_file`: at the first tile the
+    held warnings are printed (the run is under way), then a tqdm bar counts the tiles (silent
+    when stderr is not a terminal). :meth:`close` when the run ends."""
+
+    def __init__(self, show: bool = True) -> None:
+        self.show = show
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            release_warnings()
+            if not self.show:
+                self.bar = False
+                return
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="tile", desc="upscale", disable=None, leave=False)
+        if self.bar:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsisr_cli.options import configure_logging, upscale_options, verbosity_options
+from rsisr_cli.options import TileProgress, configure_logging, upscale_options, verbosity_options
 
 
 @click.command()
@@ -22,5 +22,9 @@ def upscale(input_path: str, output_path: str, model_path: str | None, verbose: 
     """
     from rsisr.upscale import upscale_file
 
-    configure_logging(verbose, quiet)
-    upscale_file(input_path, output_path, model=model_path, progress=not quiet, **options)
+    configure_logging(verbose, quiet, hold=True)
+    progress = TileProgress(show=not quiet)
+    try:
+        upscale_file(input_path, output_path, model=model_path, progress=progress, **options)
+    finally:
+        progress.close()

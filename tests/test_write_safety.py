@@ -193,6 +193,23 @@ def _wait_for_temporary(proc, folder: Path) -> Path:
     pytest.fail(f"rsisr upscale ended (exit {proc.returncode}) before it started writing: {proc.communicate()}")
 
 
+def test_sigterm_is_handled_like_ctrl_c(geotiff_dir, tiny_model_file, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = _start(["upscale", geotiff_dir / BIG, "-o", out_dir / "out.tif", "--model", tiny_model_file,
+                   "--tile", "32", "--overlap", "8", "--batch-size", "1", "--device", "cpu"])
+    try:
+        tmp = _wait_for_temporary(proc, out_dir)
+        assert f".{os.getpid()}." not in tmp.name and f".{proc.pid}." in tmp.name  # the writer's PID
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    one_line_error(err, "interrupted by SIGTERM")
+    assert list(out_dir.iterdir()) == []
+
+
 def test_temporaries_of_killed_writers_are_removed_by_the_next_run(geotiff_dir, tiny_model_file, tmp_path,
                                                                    make_geotiff):
     out_dir = tmp_path / "out"
@@ -268,3 +285,30 @@ def test_failing_fsync_is_an_output_error(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="cannot write report .*r.json: Input/output error"):
         write_text(tmp_path / "r.json", "new", "report")
     assert (tmp_path / "r.json").read_text() == "old" and temporaries(tmp_path) == []
+
+
+# -- failing commands print their error and nothing else -------------------------------------------
+
+def _stderr_of(args) -> tuple[int, str]:
+    proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return proc.returncode, proc.stderr
+
+
+def test_bad_creation_option_prints_only_the_error(make_geotiff, tiny_model_file, tmp_path):
+    rc, err = _stderr_of(["upscale", make_geotiff(width=16, height=16), "-o", tmp_path / "o.tif", "--model",
+                          tiny_model_file, "--co", "FOO=BAR"])
+    assert rc == 1
+    one_line_error(err, "FOO")
+
+
+def test_truncated_four_band_input_prints_only_the_error(geotiff_dir, tiny_model_file, tmp_path):
+    """The band-choice warning comes before the read fails; the failing command shows the error alone.
+    (The file is a cut copy in tmp_path, as a broken download would be.)"""
+    data = (geotiff_dir / "naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif").read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[:600_000])
+    rc, err = _stderr_of(["upscale", cut, "-o", tmp_path / "o.tif", "--model", tiny_model_file])
+    assert rc == 1
+    one_line_error(err, "truncated")
+    assert not (tmp_path / "o.tif").exists()
