@@ -8,9 +8,13 @@ Two entry points:
 - :func:`upscale_scene` is the per-scene function: users can ``client.map`` it over their own
   file lists. Each worker process loads the model once and keeps it.
 
-Resumable: a scene whose output already exists and opens as a complete raster is skipped
-(outputs are written atomically by :func:`rsisr.upscale.upscale_file`, so an existing output is
-a finished one).
+Resumable: a scene is skipped when its output exists, opens as a complete raster (outputs are
+written atomically by :func:`rsisr.upscale.upscale_file`, so an existing output is a finished
+one) and its ``RSISR_*`` tags match the request: the model file's sha256, steps, seed, tile and
+overlap (as aligned to the model), bands and scaling (for ``--scale auto`` the mode, since the
+percentiles come from the data; otherwise the values). A scene whose output was made otherwise
+is redone, and its ``reason`` in the report says what differed. Other options (``--bounds``,
+``--aoi``, ``--precision``, creation options) are not recorded in the tags and not compared.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import logging
 import os
 import threading
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from rsisr.atomic import remove_stale, write_text
 from rsisr.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -37,13 +44,15 @@ _MODEL_LOCK = threading.Lock()
 
 @dataclass
 class SceneResult:
-    """What happened to one scene: ``status`` is done, skipped or failed."""
+    """What happened to one scene: ``status`` is done, skipped or failed; ``reason`` says why an
+    existing output was redone (made with other settings, unreadable, ``--overwrite``)."""
 
     input: str
     output: str
     status: str
     seconds: float = 0.0
     error: str | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -68,7 +77,8 @@ class BatchReport:
                                                                         "workers": self.workers}}
 
     def write_json(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the report atomically (a failed write is a one-line OutputError)."""
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", "report")
 
 
 def plan_jobs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, pattern: str = "*.tif",
@@ -109,18 +119,143 @@ def plan_jobs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, patte
 
 
 def is_complete(path: str | os.PathLike) -> bool:
-    """True when ``path`` exists and opens as a raster (a finished atomic write)."""
+    """True when ``path`` exists and opens as a raster written by rsisr (a finished atomic
+    write), whatever settings it was made with (see :func:`scene_status`)."""
+    return _read_tags(path) is not None
+
+
+def _read_tags(path: str | os.PathLike) -> dict[str, str] | None:
+    """The tags of a finished rsisr output at ``path``, or None (missing, unreadable, not rsisr's)."""
     path = Path(path)
     if not path.is_file():
-        return False
+        return None
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
 
     try:
         with rasterio.open(path) as ds:
-            return ds.width > 0 and ds.height > 0 and "RSISR_VERSION" in ds.tags()
-    except RasterioIOError:
+            tags = ds.tags()
+            return tags if ds.width > 0 and ds.height > 0 and "RSISR_VERSION" in tags else None
+    except (RasterioError, CPLE_BaseError):
+        return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a scene's output tags must say to count as complete (:func:`request_for`)."""
+
+    model_sha256: str
+    steps: int
+    seed: int
+    tile: int
+    overlap: int
+    bands: tuple[int, ...] | None  # None: the default choice, which depends on the input
+    scale: str | tuple[float, float]  # "auto", "none" or (min, max)
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed: int = 0, tile: int | None = None,
+                overlap: int | None = None, bands=None, scale="auto", **_ignored) -> Request:
+    """The :class:`Request` of :func:`rsisr.upscale.upscale_file` options (unknown ones are not
+    recorded in outputs and ignored). Invalid values raise the error upscale_file would."""
+    from rsisr.api import require_default_model
+    from rsisr.checkpoint import file_sha256, read_metadata
+    from rsisr.config import ModelConfig
+    from rsisr.radiometry import parse_scale
+    from rsisr.tiling import effective_tiling
+    from rsisr.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, _parse_bands
+
+    path = Path(model) if model is not None else require_default_model()
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = file_sha256(path)
+    multiple = ModelConfig.from_json(read_metadata(path)["config"]).lr_multiple
+    tile, overlap = effective_tiling(DEFAULT_TILE if tile is None else tile,
+                                     DEFAULT_OVERLAP if overlap is None else overlap, multiple)
+    scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else tuple(scale)
+    return Request(_SHA256[key], int(steps), int(seed), tile, overlap, _parse_bands(bands), scale_spec)
+
+
+def scene_status(src: str | os.PathLike, dst: str | os.PathLike, request: Request) -> tuple[bool, str | None]:
+    """(complete, reason): complete when ``dst`` is a finished rsisr output of ``src`` whose tags
+    match ``request``; otherwise ``reason`` says why it must be (re)done (None: no output yet)."""
+    if not Path(dst).exists():
+        return False, None
+    tags = _read_tags(dst)
+    if tags is None:
+        return False, "the existing output is unreadable or was not written by rsisr"
+    wanted = _wanted_tags(src, request)
+    if wanted is None:  # the input cannot be read: let the scene run and report that
+        return False, "the input could not be checked against the existing output"
+    differences = [f"{name} {_show(name, tags.get(key))} (now {_show(name, want)})"
+                   for name, key, want in wanted if not _same(name, tags.get(key), want)]
+    if differences:
+        return False, "the existing output was made with " + ", ".join(differences)
+    return True, None
+
+
+def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
+    """(name, tag, wanted value) for every compared tag; None when ``src`` cannot be opened."""
+    import numpy as np
+    import rasterio
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    from rsisr.radiometry import resolve_scaling
+    from rsisr.upscale import _select_bands
+
+    try:
+        with rasterio.open(src) as ds, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the band choice's warning belongs to the run, not this check
+            bands = request.bands or _select_bands(ds, None)[0]
+            dtype = np.dtype(ds.dtypes[0])
+    except (RasterioError, CPLE_BaseError, OSError, ValueError):
+        return None
+    if dtype == np.uint8 or request.scale == "auto":
+        scaling = {"mode": "uint8" if dtype == np.uint8 else "auto"}
+    else:
+        s = resolve_scaling(request.scale, dtype, len(bands))
+        scaling = {"mode": s.mode, "lo": list(s.lo), "hi": list(s.hi)}
+    return [
+        ("model", "RSISR_MODEL_SHA256", request.model_sha256),
+        ("steps", "RSISR_STEPS", str(request.steps)),
+        ("seed", "RSISR_SEED", str(request.seed)),
+        ("tile", "RSISR_TILE", str(request.tile)),
+        ("overlap", "RSISR_OVERLAP", str(request.overlap)),
+        ("bands", "RSISR_BANDS", ",".join(map(str, bands))),
+        ("scaling", "RSISR_SCALING", scaling),
+    ]
+
+
+def _same(name: str, got: str | None, want) -> bool:
+    if name != "scaling":
+        return got == want
+    try:
+        recorded = json.loads(got or "")
+    except ValueError:
         return False
+    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in want.items())
+
+
+def _show(name: str, value) -> str:
+    if value is None:
+        return "(none)"
+    if name == "model":
+        return f"sha256 {value[:12]}"
+    if name == "scaling":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return repr(value)
+        if value.get("mode") == "range" and value.get("lo") and value.get("hi"):
+            return f"{value['lo'][0]:g},{value['hi'][0]:g}"
+        return str(value.get("mode"))
+    return str(value)
 
 
 def _cached_model(model: str | os.PathLike | None, device: str):
@@ -156,33 +291,56 @@ def _worker_device(device: str) -> str:
 
 
 def upscale_scene(src: str | os.PathLike, dst: str | os.PathLike, model: str | os.PathLike | None = None,
-                  overwrite: bool = False, threads: int | None = None, **options) -> SceneResult:
+                  overwrite: bool = False, threads: int | None = None, quiet: bool = False,
+                  **options) -> SceneResult:
     """Super-resolve one scene; the per-scene function of :func:`upscale_folder`.
 
+    Skipped when ``dst`` is complete and made with these settings (:func:`scene_status`).
     Errors of the scene itself (a corrupt input, say) come back as a ``failed`` result rather
     than an exception, so ``client.map(upscale_scene, inputs, outputs)`` never loses a batch.
+    ``quiet``: no warnings from this scene (``rsisr batch -q``).
     """
     from rsisr.errors import RsisrError
     from rsisr.upscale import upscale_file
 
     t0 = time.perf_counter()
-    if not overwrite and is_complete(dst):
-        return SceneResult(str(src), str(dst), "skipped", 0.0)
-    if threads:
-        import torch
+    with _quiet(quiet):
+        reason = "--overwrite" if overwrite and Path(dst).exists() else None
+        try:
+            if not overwrite:
+                complete, reason = scene_status(src, dst, request_for(model, **options))
+                if complete:
+                    return SceneResult(str(src), str(dst), "skipped", 0.0)
+            if threads:
+                import torch
 
-        torch.set_num_threads(threads)
+                torch.set_num_threads(threads)
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            net, device = _cached_model(model, str(options.pop("device", "auto")))
+            upscale_file(src, dst, model=net, device=device, overwrite=True, progress=False, **options)
+        except RsisrError as exc:
+            return SceneResult(str(src), str(dst), "failed", time.perf_counter() - t0, str(exc), reason)
+        except Exception as exc:  # noqa: BLE001 - any scene failure is reported, the batch goes on
+            log.exception("scene %s failed", src)
+            return SceneResult(str(src), str(dst), "failed", time.perf_counter() - t0,
+                               f"{type(exc).__name__}: {exc}", reason)
+    return SceneResult(str(src), str(dst), "done", time.perf_counter() - t0, reason=reason)
+
+
+@contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """With ``enabled``: no warnings and no log records below ERROR while the block runs."""
+    if not enabled:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        _remove_partial(dst)  # left by a worker that was killed while writing this scene
-        net, device = _cached_model(model, str(options.pop("device", "auto")))
-        upscale_file(src, dst, model=net, device=device, overwrite=True, progress=False, **options)
-    except RsisrError as exc:
-        return SceneResult(str(src), str(dst), "failed", time.perf_counter() - t0, str(exc))
-    except Exception as exc:  # noqa: BLE001 - any scene failure is reported, the batch goes on
-        log.exception("scene %s failed", src)
-        return SceneResult(str(src), str(dst), "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
-    return SceneResult(str(src), str(dst), "done", time.perf_counter() - t0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def default_workers() -> int:
@@ -209,9 +367,13 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     """
     from distributed import Client, LocalCluster, as_completed
 
-    # dask.distributed logs cluster start-up and shutdown at INFO; show it only when rsisr itself
-    # logs at INFO or below (-v).
-    logging.getLogger("distributed").setLevel(logging.INFO if log.getEffectiveLevel() <= logging.INFO else logging.ERROR)
+    # dask.distributed logs cluster start-up and shutdown at INFO, and races at shutdown (a
+    # worker's last heartbeat) at ERROR: INFO shows with -v, ERROR by default, nothing with -q.
+    level = log.getEffectiveLevel()
+    quiet = level > logging.WARNING
+    logging.getLogger("distributed").setLevel(logging.INFO if level <= logging.INFO else
+                                              logging.CRITICAL if quiet else logging.ERROR)
+    logging.getLogger("tornado").setLevel(logging.CRITICAL if quiet else logging.ERROR)
     t0 = time.perf_counter()
     jobs = plan_jobs(input_dir, output_dir, pattern, recursive)
     if model is not None and not Path(model).is_file():
@@ -223,10 +385,16 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     fn = scene_fn or upscale_scene
+    request = request_for(model, **options)  # also checks tile, overlap, bands and scale before any work
     results: dict[int, SceneResult] = {}
     todo: list[int] = []
+    reasons: dict[int, str | None] = {}
     for i, (src, dst) in enumerate(jobs):
-        if not overwrite and is_complete(dst):
+        if overwrite:
+            complete, reasons[i] = False, "--overwrite" if dst.exists() else None
+        else:
+            complete, reasons[i] = scene_status(src, dst, request)
+        if complete:
             results[i] = SceneResult(str(src), str(dst), "skipped")
         else:
             todo.append(i)
@@ -240,7 +408,7 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
             n_workers = workers or default_workers()
             threads = threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL if quiet else logging.ERROR)
             client = Client(cluster)
             threads_per_worker = threads
         try:
@@ -249,7 +417,7 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
             for i in todo:
                 src, dst = jobs[i]
                 fut = client.submit(fn, str(src), str(dst), model=str(model) if model else None,
-                                    overwrite=overwrite, threads=threads_per_worker, retries=retries,
+                                    overwrite=overwrite, threads=threads_per_worker, quiet=quiet, retries=retries,
                                     pure=False, key=f"rsisr-scene-{i}-{time.time_ns()}", **options)
                 futures[fut] = i
             bar = _bar(progress, len(jobs), len(jobs) - len(todo))
@@ -260,13 +428,16 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
                     res = fut.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
                     res = SceneResult(str(src), str(dst), "failed", 0.0, f"{type(exc).__name__}: {exc}")
-                    _remove_partial(dst)
+                    remove_stale(dst.parent)  # the dead workers' temporary files
+                if res.reason is None:
+                    res.reason = reasons[i]
                 results[i] = res
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
         finally:
+            # the client first (its heartbeats stop), then the workers, then the scheduler
             client.close()
             if cluster is not None:
                 cluster.close()
@@ -274,14 +445,6 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     if report is not None:
         out.write_json(report)
     return out
-
-
-def _remove_partial(dst: str | os.PathLike) -> None:
-    """Remove the temporary files that a process killed while writing ``dst`` left behind (the
-    engine's own cleanup cannot run in a killed process)."""
-    dst = Path(dst)
-    for tmp in dst.parent.glob(f".{dst.name}.*.rsisr-tmp*"):
-        tmp.unlink(missing_ok=True)
 
 
 def _bar(progress: bool, total: int, initial: int):
@@ -293,10 +456,12 @@ def _bar(progress: bool, total: int, initial: int):
 
 
 def format_table(report: BatchReport) -> str:
-    """A plain-text table of the scenes (status, seconds, input, error)."""
-    rows = [("status", "seconds", "input", "error")]
+    """A plain-text table of the scenes (status, seconds, input, then the error, or why an
+    existing output was redone)."""
+    rows = [("status", "seconds", "input", "error / reason")]
     for s in report.scenes:
-        rows.append((s.status, f"{s.seconds:.1f}", s.input, s.error or ""))
+        note = s.error or (f"redone: {s.reason}" if s.reason else "")
+        rows.append((s.status, f"{s.seconds:.1f}", s.input, note))
     widths = [max(len(r[c]) for r in rows) for c in range(3)]
     lines = ["  ".join(r[c].ljust(widths[c]) for c in range(3)) + ("  " + r[3] if r[3] else "") for r in rows]
     c = report.counts
@@ -304,5 +469,5 @@ def format_table(report: BatchReport) -> str:
     return "\n".join(lines)
 
 
-__all__: Sequence[str] = ["BatchReport", "SceneResult", "format_table", "is_complete", "plan_jobs",
-                          "upscale_folder", "upscale_scene"]
+__all__: Sequence[str] = ["BatchReport", "Request", "SceneResult", "format_table", "is_complete", "plan_jobs",
+                          "request_for", "scene_status", "upscale_folder", "upscale_scene"]

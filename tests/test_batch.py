@@ -85,8 +85,10 @@ def _die_once(src, dst, marker=None, **kwargs):
     """Kill the worker process the first time a scene runs, mid-scene; then behave normally."""
     if marker and os.path.exists(marker):
         os.unlink(marker)
+        from rsisr.atomic import temp_path
+
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        Path(dst).with_name(f".{Path(dst).name}.dead.rsisr-tmp").write_bytes(b"partial")
+        temp_path(dst).write_bytes(b"partial")  # named for this worker's PID, which dies next
         os._exit(1)
     return upscale_scene(src, dst, **kwargs)
 
@@ -172,3 +174,150 @@ def test_cli_errors_are_one_line(tmp_path, tiny_model_file):
         assert result.exit_code == 1, result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+
+
+# -- reruns with other settings --------------------------------------------------------------------
+
+def test_rerun_with_other_settings_redoes_and_says_why(tmp_path, make_geotiff, tiny_model_file, one_thread):
+    """A finished output counts only when its RSISR_* tags match the request; otherwise the scene
+    is redone and the result says what differed."""
+    import torch
+
+    import rsisr
+    from rsisr.batch import request_for, scene_status
+
+    src = make_geotiff(width=24, height=20, count=5)  # 5 bands: the default choice is 1,2,3
+    out = tmp_path / "out" / "a.tif"
+    base = dict(tile=32, overlap=8, device="cpu")
+
+    def run(**kw):
+        return upscale_scene(src, out, tiny_model_file, **{**base, **kw})
+
+    first = run()
+    assert (first.status, first.reason) == ("done", None)
+    assert run().status == "skipped"
+    again = run(seed=4)
+    assert again.status == "done" and again.reason == "the existing output was made with seed 0 (now 4)"
+    with rasterio.open(out) as o:
+        assert o.tags()["RSISR_SEED"] == "4"
+    assert run(seed=4).status == "skipped"
+    redo = run(seed=4, bands="3,2,1", steps=2)
+    assert redo.status == "done" and "steps 1 (now 2)" in redo.reason and "bands 1,2,3 (now 3,2,1)" in redo.reason
+    # the model's sha256, and tile/overlap as aligned to the model (33 -> 32 is no change)
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    rsisr.save_model(rsisr.build_model("tiny"), other)
+    same = dict(seed=4, bands="3,2,1", steps=2, tile=33, overlap=8)
+    assert scene_status(src, out, request_for(tiny_model_file, **same)) == (True, None)
+    complete, reason = scene_status(src, out, request_for(other, **same))
+    assert not complete and reason.startswith("the existing output was made with model sha256 ")
+    complete, reason = scene_status(src, out, request_for(tiny_model_file, **{**same, "tile": 64, "overlap": 16}))
+    assert reason == "the existing output was made with tile 32 (now 64), overlap 8 (now 16)"
+    # --overwrite always redoes; a damaged output is redone
+    assert run(seed=4, bands="3,2,1", steps=2, overwrite=True).reason == "--overwrite"
+    out.write_bytes(b"II*\x00garbage")
+    assert run(seed=4, bands="3,2,1", steps=2).reason == "the existing output is unreadable or was not written by rsisr"
+
+
+def test_scaling_is_compared_by_mode_for_auto_and_by_values_otherwise(tmp_path, make_geotiff, tiny_model_file,
+                                                                       one_thread):
+    from rsisr.batch import request_for, scene_status
+
+    src = make_geotiff(width=24, height=20, dtype="uint16")
+    out = tmp_path / "a.tif"
+    assert upscale_scene(src, out, tiny_model_file, tile=32, overlap=8, device="cpu").status == "done"
+    with rasterio.open(out) as o:
+        assert json.loads(o.tags()["RSISR_SCALING"])["mode"] == "auto"  # the percentiles of this raster
+
+    def status(scale):
+        return scene_status(src, out, request_for(tiny_model_file, tile=32, overlap=8, scale=scale))
+
+    assert status("auto") == (True, None)
+    assert status("0,1000") == (False, "the existing output was made with scaling auto (now 0,1000)")
+    assert status("none")[1] == "the existing output was made with scaling auto (now none)"
+    done = upscale_scene(src, out, tiny_model_file, tile=32, overlap=8, scale="0,1000", device="cpu")
+    assert done.status == "done" and "scaling auto (now 0,1000)" in done.reason
+    assert status("0,1000") == (True, None)
+    assert status("0,2000")[1] == "the existing output was made with scaling 0,1000 (now 0,2000)"
+    # uint8 rasters are always taken as they are: every --scale gives the same output
+    src8 = make_geotiff(width=24, height=20)
+    out8 = tmp_path / "b.tif"
+    upscale_scene(src8, out8, tiny_model_file, tile=32, overlap=8, device="cpu")
+    assert scene_status(src8, out8, request_for(tiny_model_file, tile=32, overlap=8, scale="0,1000")) == (True, None)
+
+
+def test_folder_rerun_that_matches_starts_no_cluster_and_bad_options_fail_first(tmp_path, make_geotiff,
+                                                                                 tiny_model_file, monkeypatch):
+    import distributed
+
+    from rsisr.errors import ConfigError
+
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    src = make_geotiff(width=24, height=20, name="in/a.tif")
+    upscale_scene(src, tmp_path / "out" / "a.tif", tiny_model_file, seed=2, tile=32, overlap=8, device="cpu")
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    report = upscale_folder(src_dir, tmp_path / "out", tiny_model_file, seed=2, tile=32, overlap=8,
+                            report=tmp_path / "r.json")
+    assert report.counts == {"done": 0, "skipped": 1, "failed": 0}
+    assert json.loads((tmp_path / "r.json").read_text())["scenes"][0]["reason"] is None
+    with pytest.raises(ConfigError, match="larger than twice"):
+        upscale_folder(src_dir, tmp_path / "out", tiny_model_file, tile=16, overlap=8)
+    with pytest.raises(InputError, match="invalid --scale"):
+        upscale_folder(src_dir, tmp_path / "out", tiny_model_file, scale="x")
+
+
+@pytest.mark.slow
+def test_cli_rerun_with_another_seed_redoes_every_scene(tmp_path, scene_dir, tiny_model_file):
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    args = ["batch", str(scene_dir), "-o", str(out), "--model", str(tiny_model_file), "--tile", "64",
+            "--overlap", "8", "--workers", "1", "--report", str(report)]
+    assert CliRunner().invoke(cli, [*args, "-q"]).exit_code == 0
+    result = CliRunner().invoke(cli, [*args, "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    scenes = json.loads(report.read_text())["scenes"]
+    assert [s["status"] for s in scenes] == ["done", "done"]
+    assert all(s["reason"] == "the existing output was made with seed 0 (now 7)" for s in scenes)
+    assert "redone: the existing output was made with seed 0 (now 7)" in result.output
+    for name in SCENES[:2]:
+        with rasterio.open(out / name) as o:
+            assert o.tags()["RSISR_SEED"] == "7"
+
+
+# -- rsisr batch -q --------------------------------------------------------------------------------
+
+def _chatty_scene(src, dst, **kwargs):
+    """A real scene, then what dask's worker logs when the scheduler goes first at shutdown."""
+    import logging
+
+    result = upscale_scene(src, dst, **kwargs)
+    logging.getLogger("distributed.worker").error("Failed to communicate with scheduler during heartbeat.")
+    return result
+
+
+def test_quiet_batch_prints_nothing(tmp_path, make_geotiff, tiny_model_file, capfd):
+    """`rsisr batch -q` (the rsisr logger at ERROR): nothing on stderr, neither the workers'
+    warnings (a 5-band scene's band choice) nor dask's shutdown errors."""
+    import logging
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    make_geotiff(width=24, height=20, count=5, name="in/a.tif")
+    rsisr_log = logging.getLogger("rsisr")
+    level = rsisr_log.level
+    rsisr_log.setLevel(logging.ERROR)
+    try:
+        capfd.readouterr()
+        report = upscale_folder(src_dir, tmp_path / "out", tiny_model_file, workers=1, threads_per_worker=1,
+                                scene_fn=_chatty_scene, tile=32, overlap=8, device="cpu")
+    finally:
+        rsisr_log.setLevel(level)
+    assert report.counts["done"] == 1, report.to_dict()
+    assert capfd.readouterr().err == ""
