@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from rsisr.atomic import atomic_path, write_error
 from rsisr.config import ModelConfig
 from rsisr.errors import CheckpointError, ConfigError
 
@@ -40,7 +40,9 @@ def _kind_of(module: nn.Module) -> str:
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, config: ModelConfig | None = None) -> Path:
-    """Write ``model``'s weights and config to ``path`` atomically (temporary file + rename)."""
+    """Write ``model``'s weights and config to ``path`` atomically (temporary file + rename; a
+    failed write is a one-line :class:`~rsisr.errors.OutputError` and leaves nothing behind)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from rsisr import __version__
@@ -57,16 +59,15 @@ def save_model(model: nn.Module, path: str | os.PathLike, config: ModelConfig | 
         "rsisr_version": __version__,
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
     try:
-        save_file(state, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is as readable as any other
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path, "model file") as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # safetensors makes 0600; a model file is as readable as any other
+    except SafetensorError as exc:
+        if "os error" in str(exc):  # the I/O error of the Rust writer: a full disk, say
+            raise write_error(path, exc, "model file") from None
         raise
     return path
 

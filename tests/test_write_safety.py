@@ -312,3 +312,90 @@ def test_truncated_four_band_input_prints_only_the_error(geotiff_dir, tiny_model
     assert rc == 1
     one_line_error(err, "truncated")
     assert not (tmp_path / "o.tif").exists()
+
+
+# -- model files, training checkpoints and run files, evaluation reports --------------------------------
+
+def test_model_file_on_a_full_disk(small_disk, tiny_model):
+    import rsisr
+
+    disk = small_disk(128 * 1024)  # the tiny model's file is ~450 KB
+    with pytest.raises(OutputError, match=r"cannot write model file .*m.safetensors: No space left on device; free"):
+        rsisr.save_model(tiny_model, disk / "m.safetensors")
+    assert list(disk.iterdir()) == []
+
+
+def test_model_file_write_error_is_an_output_error(tmp_path, tiny_model, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    import rsisr
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OutputError, match="cannot write model file .*m.safetensors: No space left on device"):
+        rsisr.save_model(tiny_model, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Trainer:
+    def __init__(self, n):
+        import torch
+
+        self.state = {"w": torch.zeros(n)}
+
+    def state_dict(self):
+        return self.state
+
+
+def test_training_checkpoint_on_a_full_disk_keeps_the_older_one(small_disk):
+    from rsisr.training.common import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    run = small_disk(256 * 1024)
+    first = save_checkpoint(run, 10, _Trainer(1000), "a: 1\n", keep=1)
+    with pytest.raises(OutputError, match=r"cannot write training checkpoint .*step_00000020.pt: No space left"):
+        save_checkpoint(run, 20, _Trainer(1_000_000), "a: 1\n", keep=1)
+    assert latest_checkpoint(run) == first and load_checkpoint(first)["step"] == 10
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [first.name]
+
+
+def test_training_checkpoint_fsync_error_keeps_the_older_one(tmp_path, monkeypatch):
+    import errno
+
+    from rsisr.training.common import latest_checkpoint, save_checkpoint
+
+    first = save_checkpoint(tmp_path, 10, _Trainer(10), "a: 1\n", keep=1)
+
+    def eio(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", eio)
+    with pytest.raises(OutputError, match="cannot write training checkpoint .*step_00000020.pt: Input/output error"):
+        save_checkpoint(tmp_path, 20, _Trainer(10), "a: 1\n", keep=1)
+    assert latest_checkpoint(tmp_path) == first
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [first.name]
+
+
+def test_metrics_row_that_does_not_fit_is_cut_back(small_disk):
+    from rsisr.training.common import MetricsLog, read_metrics
+
+    run = small_disk(64 * 1024)
+    metrics = MetricsLog(run / "metrics.csv", ["step", "loss"])
+    metrics.write({"step": 1, "loss": 0.5})
+    before = (run / "metrics.csv").read_bytes()
+    (run / "filler").write_bytes(b"\0" * (64 * 1024 - 4096 - len(before)))  # what is left is one page
+    with pytest.raises(OutputError, match="cannot write metrics file .*metrics.csv: No space left"):
+        metrics.write({"step": 2, "loss": "x" * 10_000})
+    assert (run / "metrics.csv").read_bytes() == before
+    assert read_metrics(run / "metrics.csv") == [{"step": 1.0, "loss": 0.5}]
+
+
+def test_evaluation_report_on_a_full_disk(small_disk):
+    from rsisr.evaluation.evaluate import write_report
+
+    disk = small_disk(64 * 1024)
+    with pytest.raises(OutputError, match="cannot write report .*report.json: No space left"):
+        write_report({"values": list(range(100_000))}, disk / "report.json")
+    assert list(disk.iterdir()) == []

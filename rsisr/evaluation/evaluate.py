@@ -293,7 +293,7 @@ def evaluate(
 
 
 def write_report(report: dict, path: str | os.PathLike) -> Path:
-    """Write the report as JSON (strict: no NaN or Infinity)."""
-    path = Path(path)
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    return path
+    """Write the report as JSON (strict: no NaN or Infinity), atomically."""
+    from rsisr.atomic import write_text
+
+    return write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n", "report")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rsisr.atomic import atomic_path, write_text
+
 log = logging.getLogger(__name__)
 
 ZOOM_FRACTION = 5  # the zoom box is 1/5 of the shorter side (80 px on a 400 px image)
@@ -90,7 +92,8 @@ def comparison_panel(path: str | Path, panel: dict, model_label: str) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
     path = Path(path)
-    fig.savefig(path)
+    with atomic_path(path, "figure") as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 
@@ -148,6 +151,6 @@ def write_figures(
         lines.append("")
         lines += [f"![{panel['name']}]({panel['name']}.png)" for panel in panels]
     summary = folder / "summary.md"
-    summary.write_text("\n".join(lines) + "\n")
+    write_text(summary, "\n".join(lines) + "\n", "summary")
     written.append(summary)
     return written

@@ -22,7 +22,6 @@ import math
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rsisr.atomic import atomic_open, atomic_path, write_error
 from rsisr.errors import InputError, OutputError, RsisrError
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: Path, step: int, trainer: StageTrainer, config_yaml: str, keep: int) -> Path:
-    """Write ``checkpoints/step_NNNNNNNN.pt`` atomically and delete all but the newest ``keep``."""
+    """Write ``checkpoints/step_NNNNNNNN.pt`` atomically (a failed write is an OutputError and
+    leaves the older checkpoints as they were) and delete all but the newest ``keep``."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
@@ -141,14 +142,8 @@ def save_checkpoint(run_dir: Path, step: int, trainer: StageTrainer, config_yaml
         "trainer": trainer.state_dict(),
         "rng": rng_state(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".step.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", "training checkpoint") as f:
+        torch.save(state, f)
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     log.info("checkpoint %s", path)
@@ -183,15 +178,24 @@ class MetricsLog:
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as f:
+        with atomic_open(self.path, "w", "metrics file", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
     def write(self, row: Mapping[str, Any]) -> None:
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            writer.writerow({k: _fmt(row.get(k)) for k in self.columns})
+        """Append a row; a failed append is an OutputError, with the file cut back to its rows."""
+        size = self.path.stat().st_size
+        try:
+            with open(self.path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+                writer.writerow({k: _fmt(row.get(k)) for k in self.columns})
+        except OSError as exc:
+            try:
+                os.truncate(self.path, size)
+            except OSError:
+                pass
+            raise write_error(self.path, exc, "metrics file") from None
 
 
 def _fmt(value: Any) -> str:
@@ -253,9 +257,8 @@ def plot_losses(csv_path: Path, png_path: Path, loss_names: tuple[str, ...]) -> 
         twin.legend(loc="lower right")
     for extra in axes[n:]:
         extra.set_visible(False)
-    tmp = png_path.with_name(".losses.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, png_path)
+    with atomic_path(png_path, "plot") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from rsisr.atomic import write_text
 from rsisr.errors import CheckpointError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def _log_to_file(path: Path):
     rsisr_log = logging.getLogger("rsisr")
     previous = (rsisr_log.level, rsisr_log.propagate)
     console_level = rsisr_log.getEffectiveLevel()
-    file_handler = logging.FileHandler(path)
+    file_handler = _RunLog(path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     forward = _Forward(console_level)
     rsisr_log.addHandler(file_handler)
@@ -185,6 +186,14 @@ def _load_stage1(path: str | os.PathLike):
     return load_autoencoder(path), str(path.resolve())
 
 
+class _RunLog(logging.FileHandler):
+    """train.log. A record that cannot be written (a full disk) is dropped without the
+    traceback logging would print for each one: the next checkpoint's OutputError says why."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 class _Forward(logging.Handler):
     """Pass records at or above ``level`` on to the root logger's handlers."""
 
@@ -204,7 +213,7 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
              "%d steps of batch %d on %s", len(train_images), len(val_images), scan.unreadable, scan.too_small,
              total_steps, cfg.stage_config.batch_size, device)
     config_yaml = cfg.to_yaml()
-    (out / "config.yaml").write_text(config_yaml)
+    write_text(out / "config.yaml", config_yaml, "run configuration")
     common.seed_everything(cfg.train.seed)
     s = cfg.stage_config
     dataset = CropDataset(train_images, cfg.data.crop, cfg.train.seed, cfg.data.min_valid, cfg.data.hr_scales)
