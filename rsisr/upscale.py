@@ -3,7 +3,7 @@
 :func:`upscale_file` reads a GeoTIFF window by window, runs the model on overlapping tiles in
 batches, blends them by normalised feathered overlap-add on the model's device
 (:mod:`rsisr.tiling`) and writes block-aligned output strips, each block once with all bands, to
-a temporary file beside the target that is renamed on success.
+a temporary file beside the target that is checked and renamed on success (:mod:`rsisr.atomic`).
 
 Engine and memory. The output is processed in panels of at most ``PANEL_WIDTH`` HR columns
 (block-aligned) and, inside a panel, tile row by tile row. An accumulator of
@@ -788,8 +788,11 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                  co=None, cog: bool = False, overwrite: bool = False, progress=False) -> UpscaleResult:
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
-    ``src``: a path or an open rasterio dataset; ``dst``: a path (written atomically: a temporary
-    file beside it, renamed on success; nothing is left behind on any error or interrupt), or an
+    ``src``: a path or an open rasterio dataset; ``dst``: a ``.tif``/``.tiff`` path (written
+    atomically with :mod:`rsisr.atomic`: a temporary file beside it, checked and renamed on
+    success; any write error, a full disk included, is an :class:`OutputError`, and nothing is
+    left behind on any error or interrupt; temporaries of killed rsisr processes in that folder
+    are removed first), or an
     open writable rasterio dataset of the output's size, band count and dtype (written in place:
     its georeferencing and creation options are the caller's; ``cog`` needs a path).
     ``model``: a model file, None for the bundled default, or a model object (see the module
