@@ -399,3 +399,37 @@ def test_evaluation_report_on_a_full_disk(small_disk):
     with pytest.raises(OutputError, match="cannot write report .*report.json: No space left"):
         write_report({"values": list(range(100_000))}, disk / "report.json")
     assert list(disk.iterdir()) == []
+
+
+# -- signals ------------------------------------------------------------------------------------------
+
+def test_sigterm_runs_the_sigint_handler_in_force():
+    """Training's handler (stop after this step, write a checkpoint) gets SIGTERM too; without
+    one, SIGTERM unwinds like Ctrl-C."""
+    from rsisr_cli.main import Terminated, _sigterm_as_sigint
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        _sigterm_as_sigint(signal.SIGTERM, None)
+        assert seen == [signal.SIGINT]
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(Terminated):
+            _sigterm_as_sigint(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("exc, message", [(KeyboardInterrupt, "Error: interrupted"),
+                                          ("terminated", "Error: interrupted by SIGTERM")])
+def test_interrupts_are_one_line(make_geotiff, tmp_path, monkeypatch, exc, message):
+    import rsisr.upscale
+    from rsisr_cli.main import Terminated
+
+    def interrupted(*args, **kwargs):
+        raise Terminated() if exc == "terminated" else exc()
+
+    monkeypatch.setattr(rsisr.upscale, "upscale_file", interrupted)
+    result = CliRunner().invoke(cli, ["upscale", str(make_geotiff(width=16, height=16)), "-o", str(tmp_path / "o.tif")])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.strip()] == [message]
