@@ -184,7 +184,6 @@ def test_rerun_with_other_settings_redoes_and_says_why(tmp_path, make_geotiff, t
     import torch
 
     import rsisr
-    from rsisr.batch import request_for, scene_status
 
     src = make_geotiff(width=24, height=20, count=5)  # 5 bands: the default choice is 1,2,3
     out = tmp_path / "out" / "a.tif"
@@ -204,6 +203,8 @@ def test_rerun_with_other_settings_redoes_and_says_why(tmp_path, make_geotiff, t
     redo = run(seed=4, bands="3,2,1", steps=2)
     assert redo.status == "done" and "steps 1 (now 2)" in redo.reason and "bands 1,2,3 (now 3,2,1)" in redo.reason
     # the model's sha256, and tile/overlap as aligned to the model (33 -> 32 is no change)
+    from rsisr.batch import request_for, scene_status
+
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"
     rsisr.save_model(rsisr.build_model("tiny"), other)
