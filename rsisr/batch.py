@@ -151,7 +151,7 @@ class Request:
     tile: int
     overlap: int
     bands: tuple[int, ...] | None  # None: the default choice, which depends on the input
-    scale: str | tuple[float, float]  # "auto", "none" or (min, max)
+    scale: Any  # "auto", "none", (min, max) or a per-band Scaling (rsisr.radiometry.parse_scale)
 
 
 _SHA256: dict[tuple[str, int, int], str] = {}
@@ -176,7 +176,9 @@ def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed:
     multiple = ModelConfig.from_json(read_metadata(path)["config"]).lr_multiple
     tile, overlap = effective_tiling(DEFAULT_TILE if tile is None else tile,
                                      DEFAULT_OVERLAP if overlap is None else overlap, multiple)
-    scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else tuple(scale)
+    scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else scale
+    if isinstance(scale_spec, (list, tuple)):  # as upscale_file takes them
+        scale_spec = parse_scale(",".join(map(str, scale_spec)))
     return Request(_SHA256[key], int(steps), int(seed), tile, overlap, _parse_bands(bands), scale_spec)
 
 
@@ -213,13 +215,13 @@ def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
             warnings.simplefilter("ignore")  # the band choice's warning belongs to the run, not this check
             bands = request.bands or _select_bands(ds, None)[0]
             dtype = np.dtype(ds.dtypes[0])
-    except (RasterioError, CPLE_BaseError, OSError, ValueError):
+        if request.scale == "auto" and dtype != np.uint8:
+            scaling = {"mode": "auto"}  # its percentiles come from the data: the mode is what can be compared
+        else:
+            s = resolve_scaling(request.scale, dtype, len(bands))
+            scaling = {"mode": s.mode, "lo": list(s.lo), "hi": list(s.hi)}
+    except (RasterioError, CPLE_BaseError, OSError, ValueError):  # InputError is a ValueError
         return None
-    if dtype == np.uint8 or request.scale == "auto":
-        scaling = {"mode": "uint8" if dtype == np.uint8 else "auto"}
-    else:
-        s = resolve_scaling(request.scale, dtype, len(bands))
-        scaling = {"mode": s.mode, "lo": list(s.lo), "hi": list(s.hi)}
     return [
         ("model", "RSISR_MODEL_SHA256", request.model_sha256),
         ("steps", "RSISR_STEPS", str(request.steps)),
@@ -232,13 +234,18 @@ def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
 
 
 def _same(name: str, got: str | None, want) -> bool:
+    """Tags match; a scaling by its mode for ``auto``, else by its values (``none`` and the
+    dtype's range, or an auto run's values given back as a range, make the same output)."""
     if name != "scaling":
         return got == want
     try:
         recorded = json.loads(got or "")
     except ValueError:
         return False
-    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in want.items())
+    if not isinstance(recorded, dict):
+        return False
+    keys = ("mode",) if want["mode"] == "auto" else ("lo", "hi")
+    return all(recorded.get(k) == want[k] for k in keys)
 
 
 def _show(name: str, value) -> str:
@@ -252,8 +259,10 @@ def _show(name: str, value) -> str:
                 value = json.loads(value)
             except ValueError:
                 return repr(value)
-        if value.get("mode") == "range" and value.get("lo") and value.get("hi"):
-            return f"{value['lo'][0]:g},{value['hi'][0]:g}"
+        lo, hi = value.get("lo") or [], value.get("hi") or []
+        if value.get("mode") == "range" and lo and len(lo) == len(hi):
+            pairs = list(zip(lo, hi))
+            return ",".join(f"{a:g},{b:g}" for a, b in (pairs[:1] if len(set(pairs)) == 1 else pairs))
         return str(value.get("mode"))
     return str(value)
 

@@ -239,7 +239,10 @@ def test_scaling_is_compared_by_mode_for_auto_and_by_values_otherwise(tmp_path, 
     done = upscale_scene(src, out, tiny_model_file, tile=32, overlap=8, scale="0,1000", device="cpu")
     assert done.status == "done" and "scaling auto (now 0,1000)" in done.reason
     assert status("0,1000") == (True, None)
+    assert status("0,1000,0,1000,0,1000") == (True, None)  # the same range given per band
     assert status("0,2000")[1] == "the existing output was made with scaling 0,1000 (now 0,2000)"
+    assert status("0,1000,0,1000,0,900")[1] == ("the existing output was made with scaling 0,1000 "
+                                                 "(now 0,1000,0,1000,0,900)")
     # uint8 rasters are always taken as they are: every --scale gives the same output
     src8 = make_geotiff(width=24, height=20)
     out8 = tmp_path / "b.tif"
