@@ -379,14 +379,10 @@ class _RasterSource:
         self.has_mask = self.gdal_mask or self.float
 
     def _read(self, fn, what: str, **kwargs):
-        from rasterio.errors import RasterioError
+        from rsisr.rasterio_io import describe_window, reading
 
-        try:
+        with reading(self.src.name, f"{what} ({describe_window(kwargs['window'], kwargs.get('indexes'))})"):
             return fn(**kwargs)
-        except RasterioError as exc:
-            raise InputError(
-                f"reading {what} of {self.src.name} failed ({exc}); the file may be truncated or damaged"
-            ) from None
 
     def valid(self, window, raw: np.ndarray | None = None) -> np.ndarray | None:
         """(h, w) bool: GDAL's dataset mask, and finite values for float rasters."""
@@ -461,11 +457,12 @@ class _RasterSink:
                                           indexes=self.source.indexes, window=lr_win)
                 band_valid = nearest_up(masks > 0, offset, (h, w))
             self._apply_mask(values, valid, band_valid)
-            if self.mask_mode == "alpha":
-                alpha = self.source._read(self.source.src.read, "the alpha band", indexes=[self.alpha], window=lr_win)
-                values = np.concatenate([values, nearest_up(alpha, offset, (h, w))])
-            elif self.mask_mode == "mask":
+            if self.mask_mode == "mask":
                 self.dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=Window(col, row, w, h))
+        if self.alpha is not None:  # also when nodata shadows the alpha band in GDAL's mask flags
+            lr_win, offset = self._lr_window(row, col, h, w)
+            alpha = self.source._read(self.source.src.read, "the alpha band", indexes=[self.alpha], window=lr_win)
+            values = np.concatenate([values, nearest_up(alpha, offset, (h, w))])
         self.dst.write(values, window=Window(col, row, w, h))
 
     def _carry(self, row: int, col: int, h: int, w: int):
@@ -575,24 +572,14 @@ def _select_bands(src, bands: tuple[int, ...] | None) -> tuple[tuple[int, ...], 
 
 
 def _open_source(src):
-    """(dataset, owned): open a path, or take an open rasterio dataset as it is."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    """(dataset, owned): open a path, or take an open rasterio dataset as it is (both checked
+    by :func:`rsisr.rasterio_io.check_raster`)."""
+    from rsisr.rasterio_io import check_raster, open_raster
 
     if hasattr(src, "read") and hasattr(src, "profile"):
+        check_raster(src)
         return src, False
-    path = Path(src)
-    if not path.exists():
-        raise InputError(f"input {str(path)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"input {str(path)!r} is a directory; give a raster file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path), True
-    except RasterioIOError as exc:
-        raise InputError(f"{path} is not a readable raster, or is truncated ({exc}); give a GeoTIFF or another "
-                         "GDAL raster") from None
+    return open_raster(src), True
 
 
 def _check_georeferencing(src) -> None:
@@ -756,10 +743,13 @@ def _sample(src, indexes, window, has_mask: bool):
     the statistics sample of ``--scale auto``, always taken over the whole scene."""
     from rasterio.enums import Resampling
 
+    from rsisr.rasterio_io import describe_window, reading
+
     factor = max(1.0, max(window.height, window.width) / SAMPLE_SIDE)
     shape = (max(1, int(window.height / factor)), max(1, int(window.width / factor)))
-    data = src.read(list(indexes), window=window, out_shape=(len(indexes), *shape), resampling=Resampling.nearest)
-    valid = src.dataset_mask(window=window, out_shape=shape) > 0 if has_mask else None
+    with reading(src.name, f"the --scale auto statistics sample ({describe_window(window, indexes)})"):
+        data = src.read(list(indexes), window=window, out_shape=(len(indexes), *shape), resampling=Resampling.nearest)
+        valid = src.dataset_mask(window=window, out_shape=shape) > 0 if has_mask else None
     return data, valid
 
 
@@ -814,6 +804,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     from rsisr.gdal_env import check_creation_options, cog_defaults, gdal_env, gtiff_defaults, parse_creation_options
     from rsisr.geo import aoi_window, bounds_window, compose
     from rsisr.radiometry import parse_scale, resolve_scaling
+    from rsisr.rasterio_io import band_texts, check_output_space, dataset_tags, reading
 
     t0 = time.perf_counter()
     scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else scale
@@ -832,8 +823,9 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             dst_dataset = dst if hasattr(dst, "write") and hasattr(dst, "mode") else None
             if dst_dataset is None:
                 dst = _check_output(dst, src.name, overwrite)
-            _check_georeferencing(src)
-            indexes, alpha = _select_bands(src, bands)
+            with reading(src.name, "the georeferencing and bands"):
+                _check_georeferencing(src)
+                indexes, alpha = _select_bands(src, bands)
             if bounds is not None:
                 window = bounds_window(bounds, bounds_crs, src.crs, src.transform, src.width, src.height)
             elif aoi is not None:
@@ -851,7 +843,8 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             cog_options = {**cog_defaults(), **user_co}
             check_creation_options(user_co, cog_options if cog else gtiff, "COG" if cog else "GTiff", dtype, count)
 
-            mask_mode = _mask_mode(src, alpha)
+            with reading(src.name, "the mask flags"):
+                mask_mode = _mask_mode(src, alpha)
             has_mask = mask_mode != "none"
             if scale_spec == "auto" and dtype != np.uint8:
                 # the whole scene's statistics, whatever the window: a window equals that window of a whole run
@@ -865,28 +858,34 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             profile = dict(driver="GTiff", width=SCALE * window.width, height=SCALE * window.height, count=count,
                            dtype=dtype, crs=src.crs, transform=transform, nodata=src.nodata, **gtiff)
             tags = {
-                **{k: v for k, v in src.tags().items() if not k.startswith("TIFFTAG_") and k != "OVR_RESAMPLING_ALG"},
+                **{k: v for k, v in dataset_tags(src).items() if not k.startswith("TIFFTAG_") and k != "OVR_RESAMPLING_ALG"},
                 "RSISR_VERSION": __version__, "RSISR_MODEL": model_name, "RSISR_MODEL_SHA256": sha or "unknown",
                 "RSISR_STEPS": str(steps), "RSISR_SEED": str(seed), "RSISR_TILE": str(engine.tile),
                 "RSISR_OVERLAP": str(engine.overlap), "RSISR_SCALING": scaling.to_tag(),
                 "RSISR_BANDS": ",".join(map(str, indexes)),
             }
             out_bands = list(indexes) + ([alpha] if alpha is not None else [])
+            with reading(src.name, "the band metadata"):
+                colorinterp = [src.colorinterp[b - 1] for b in out_bands]
+                scales, offsets = list(src.scales), list(src.offsets)
+            descriptions, units = band_texts(src, out_bands)
+            if dst_dataset is None:
+                check_output_space(dst, profile["width"], profile["height"], count, dtype, mask=mask_mode == "mask")
             source = _RasterSource(src, indexes, scaling, mask_mode)
             lr_window = (window.row_off, window.col_off, window.height, window.width)
 
             def fill(out, writer) -> None:
                 """Band metadata and tags, then the engine, into the open output ``out`` (its
                 pixels through ``writer``, which checks every write)."""
-                out.colorinterp = [src.colorinterp[b - 1] for b in out_bands]
-                for k, b in enumerate(out_bands, start=1):
-                    if src.descriptions[b - 1]:
-                        out.set_band_description(k, src.descriptions[b - 1])
-                    if src.units[b - 1]:
-                        out.set_band_unit(k, src.units[b - 1])
-                if any(s != 1.0 for s in src.scales) or any(o != 0.0 for o in src.offsets):
-                    out.scales = [src.scales[b - 1] for b in out_bands]
-                    out.offsets = [src.offsets[b - 1] for b in out_bands]
+                out.colorinterp = colorinterp
+                for k, (description, unit) in enumerate(zip(descriptions, units), start=1):
+                    if description:
+                        out.set_band_description(k, description)
+                    if unit:
+                        out.set_band_unit(k, unit)
+                if any(s != 1.0 for s in scales) or any(o != 0.0 for o in offsets):
+                    out.scales = [scales[b - 1] for b in out_bands]
+                    out.offsets = [offsets[b - 1] for b in out_bands]
                 out.update_tags(**tags)
                 sink = _RasterSink(out, source, window, mask_mode, len(indexes), alpha)
                 sink.dst = writer

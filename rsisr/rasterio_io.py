@@ -1,0 +1,216 @@
+"""Reading rasters that may be damaged: every GDAL/rasterio failure becomes one :class:`InputError`.
+
+Every read of a user's raster goes through this module (``rsisr upscale``, ``rsisr batch``, the
+training data loader): opening (:func:`open_raster`), metadata, masks, statistics samples,
+overviews and pixel windows (:func:`reading`). A failure names the file, what was being read
+(the band and window, the mask, the metadata) and GDAL's own message, e.g.::
+
+    cannot read pixels (bands 1,2,3, rows 256-384, columns 0-512) of scene.tif: GDAL says
+    "ZIPDecode:Decoding error at scanline 256"; the file is truncated or damaged: ...
+
+Text that is not UTF-8 (a band description, a unit) is dropped with one warning
+(:func:`band_texts`); tags that rasterio cannot decode are left out by rasterio itself with a
+warning. Neither ever fails a run. Before the first pixel, :func:`check_raster` refuses
+headers that no real raster has (zero or enormous blocks, absurd band counts, complex or
+unknown data types) and :func:`check_output_space` an output that cannot fit at its destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from rsisr.errors import InputError, OutputError, RsisrError, RsisrWarning
+
+log = logging.getLogger(__name__)
+
+#: More bands than any sensor delivers (AVIRIS-NG: 425, EnMAP: 224) by far: a damaged header.
+MAX_BANDS = 10_000
+#: GDAL reads and decodes a block (tile or strip) whole: one larger than this is a damaged header
+#: (or a file that needs retiling first: ``gdal_translate -co TILED=YES``).
+MAX_BLOCK_BYTES = 1 << 30
+#: Data types the model's value scaling handles (:mod:`rsisr.radiometry`).
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64", "float32", "float64")
+#: DEFLATE with a predictor rarely shrinks super-resolved imagery by more than this: an output
+#: whose uncompressed size over it exceeds the free space cannot fit (so the check refuses only
+#: hopeless runs, never one that compression would have saved).
+BEST_COMPRESSION = 4.0
+#: Hint appended to every damaged-file message.
+DAMAGED = ("the file is truncated or damaged: check it with `gdalinfo -checksum`, then re-download or "
+           "re-export it")
+
+
+class TextDroppedWarning(RsisrWarning):
+    """Band descriptions or units that are not UTF-8 text were not copied to the output."""
+
+
+def gdal_message(exc: BaseException) -> str:
+    """GDAL's own words for ``exc``: rasterio's "Read failed. See previous exception" wraps the
+    CPLE error that holds them, so the whole chain is read; repeated messages are dropped."""
+    seen: list[str] = []
+    e: BaseException | None = exc
+    while e is not None and len(seen) < 5:
+        msg = " ".join(str(e).split())
+        if msg and "See previous exception" not in msg and msg not in seen:
+            seen.append(msg)
+        e = e.__cause__ or e.__context__
+    text = "; ".join(list(reversed(seen))[:2]) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    # ValueError/TypeError: rasterio's checks of what GDAL reported for a damaged header (a band
+    # count or shape that contradicts itself); MemoryError: a block size from such a header.
+    return RasterioError, CPLE_BaseError, UnicodeDecodeError, ValueError, TypeError, MemoryError, OSError
+
+
+@contextmanager
+def reading(name, what: str):
+    """Turn any failure of the reads inside into an :class:`InputError` naming ``name`` (the
+    file), ``what`` (e.g. "pixels (bands 1,2,3, rows 0-128, columns 0-128)") and GDAL's message.
+    rsisr's own errors pass through unchanged."""
+    try:
+        yield
+    except RsisrError:
+        raise
+    except _read_errors() as exc:
+        raise InputError(f"cannot read {what} of {name}: GDAL says \"{gdal_message(exc)}\"; {DAMAGED}") from None
+
+
+def describe_window(window, indexes=None) -> str:
+    """"bands 1,2,3, rows 0-128, columns 0-512" for a rasterio Window and 1-based band indexes."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    where = f"rows {r0}-{r0 + int(window.height)}, columns {c0}-{c0 + int(window.width)}"
+    if indexes is None:
+        return where
+    return f"band{'s' if len(indexes) > 1 else ''} {','.join(map(str, indexes))}, {where}"
+
+
+def open_raster(path, check: bool = True):
+    """Open the raster file ``path`` for reading (rasterio dataset); one :class:`InputError` for
+    a missing, unreadable or damaged file, and (``check``) for an absurd header."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input {str(path)!r} does not exist")
+    if path.is_dir():
+        raise InputError(f"input {str(path)!r} is a directory; give a raster file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RsisrError:
+        raise
+    except _read_errors() as exc:
+        raise InputError(f"{path} is not a readable raster, or is truncated or damaged: GDAL says "
+                         f"\"{gdal_message(exc)}\"; give a GeoTIFF or another GDAL raster") from None
+    if check:
+        try:
+            check_raster(src)
+        except BaseException:
+            src.close()
+            raise
+    return src
+
+
+def check_raster(src) -> None:
+    """Refuse, in one line, a header that no real raster has: a zero size, an absurd band count,
+    an unsupported data type, or a zero or enormous block."""
+    name = src.name
+    with reading(name, "the header"):
+        width, height, count = int(src.width), int(src.height), int(src.count)
+        dtypes = tuple(src.dtypes)
+        blocks = [tuple(src.block_shapes[0])] if count else []
+        interleave = (src.profile.get("interleave") or "pixel").lower()
+    if width < 1 or height < 1:
+        raise InputError(f"{name} declares {width} x {height} pixels; {DAMAGED}")
+    if not 1 <= count <= MAX_BANDS:
+        raise InputError(f"{name} declares {count} bands (rsisr reads 1 to {MAX_BANDS}); {DAMAGED}")
+    bad = sorted({d for d in dtypes if d not in SUPPORTED_DTYPES})
+    if bad:
+        raise InputError(f"{name} has bands of data type {', '.join(bad)}, which rsisr cannot scale (it reads "
+                         f"{', '.join(SUPPORTED_DTYPES)}); convert it, e.g. `gdal_translate -ot Float32`")
+    bh, bw = blocks[0]
+    if bh < 1 or bw < 1:
+        raise InputError(f"{name} declares blocks of {bw} x {bh} pixels; {DAMAGED}")
+    samples = count if interleave == "pixel" else 1
+    block_bytes = bh * bw * samples * max(np.dtype(d).itemsize for d in dtypes)
+    if block_bytes > MAX_BLOCK_BYTES:
+        raise InputError(
+            f"{name} declares blocks of {bw} x {bh} pixels x {samples} band(s) ({format_bytes(block_bytes)} each; "
+            f"GDAL decodes a block whole); {DAMAGED}, or retile it: `gdal_translate -co TILED=YES in.tif out.tif`")
+
+
+def band_texts(src, indexes) -> tuple[list[str | None], list[str | None]]:
+    """(descriptions, units) of the 1-based bands ``indexes``; text that is not UTF-8 is dropped
+    with one warning (None in its place)."""
+    out = []
+    for what in ("descriptions", "units"):
+        try:
+            with reading(src.name, f"the band {what}"):
+                try:
+                    values = getattr(src, what)
+                except UnicodeDecodeError:
+                    warnings.warn(f"the band {what} of {src.name} are not UTF-8 text; they are not copied to the "
+                                  "output", TextDroppedWarning, stacklevel=3)
+                    values = (None,) * src.count
+        except InputError as exc:
+            log.warning("%s; not copied to the output", exc)
+            values = (None,) * src.count
+        out.append([values[b - 1] if b - 1 < len(values) else None for b in indexes])
+    return out[0], out[1]
+
+
+def dataset_tags(src) -> dict[str, str]:
+    """The dataset's tags (default domain); items rasterio cannot decode are left out (rasterio
+    warns about each), and a domain that cannot be read at all gives {} with a warning."""
+    try:
+        return dict(src.tags())
+    except UnicodeDecodeError:
+        warnings.warn(f"the tags of {src.name} are not UTF-8 text; they are not copied to the output",
+                      TextDroppedWarning, stacklevel=2)
+        return {}
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} PB"  # pragma: no cover - the loop returns
+
+
+def output_bytes(width: int, height: int, count: int, dtype, mask: bool = False) -> int:
+    """Uncompressed size of an output raster (plus a one-byte mask band)."""
+    return int(width) * int(height) * (int(count) * np.dtype(dtype).itemsize + (1 if mask else 0))
+
+
+def check_output_space(dst, width: int, height: int, count: int, dtype, mask: bool = False,
+                       free: int | None = None) -> None:
+    """Refuse an output that cannot fit where ``dst`` goes, even at :data:`BEST_COMPRESSION`,
+    before any pixel is written (the size of a damaged header, or of a scene too large for the
+    disk). ``free`` overrides the free bytes measured at ``dst``'s folder (tests)."""
+    size = output_bytes(width, height, count, dtype, mask)
+    folder = Path(dst).resolve().parent
+    if free is None:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return
+    if size / BEST_COMPRESSION > free:
+        raise OutputError(
+            f"the output would be {width} x {height} pixels x {count} band(s) of {np.dtype(dtype).name}: "
+            f"{format_bytes(size)} uncompressed, at least {format_bytes(size / BEST_COMPRESSION)} compressed, but "
+            f"{folder} has {format_bytes(free)} free; upscale a part with --bounds or --aoi, or write elsewhere"
+            + ("" if size < 1e15 else f" (a declared size this large usually means a damaged header: {DAMAGED})"))
+
