@@ -39,6 +39,8 @@ def _common_options(f):
                      help="Folder written by ../shared/tools/metric-weights (default: $RSISR_METRIC_WEIGHTS): "
                           "validation LPIPS in metrics.csv, and the LPIPS(VGG) loss of ae.perceptual_weight."),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        click.option("--strict-data", is_flag=True,
+                     help="Stop on the first unreadable image (default: skip it with a warning, count it in train.log)."),
         verbosity_options,
     ]
     for option in reversed(options):
@@ -47,7 +49,7 @@ def _common_options(f):
 
 
 def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, epochs, batch_size, lr, device,
-         precision, workers, compile_, metric_weights, resume, verbose, quiet, ae=None, init=None, extra=None) -> None:
+         precision, workers, compile_, metric_weights, resume, strict_data, verbose, quiet, ae=None, init=None, extra=None) -> None:
     from rsisr.training import train
 
     if max_steps is not None and epochs is not None:
@@ -62,7 +64,7 @@ def _run(stage: str, *, data, out, val, preset, config_files, sets, max_steps, e
     if device != "auto" or not resume:
         flags["run.device"] = device
     path = train(stage, out, data=data, val=val, ae=ae, init=init, preset=preset, config_files=config_files, sets=sets,
-                 flags=flags, resume=resume, progress=not quiet)
+                 flags=flags, resume=resume, strict_data=strict_data, progress=not quiet)
     click.echo(f"model written to {path}", err=True)
 
 

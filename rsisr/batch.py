@@ -129,15 +129,13 @@ def _read_tags(path: str | os.PathLike) -> dict[str, str] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    import rasterio
-    from rasterio._err import CPLE_BaseError
-    from rasterio.errors import RasterioError
+    from rsisr.rasterio_io import dataset_tags, open_raster, reading
 
     try:
-        with rasterio.open(path) as ds:
-            tags = ds.tags()
+        with open_raster(path, check=False) as ds, reading(path, "the tags"):
+            tags = dataset_tags(ds)
             return tags if ds.width > 0 and ds.height > 0 and "RSISR_VERSION" in tags else None
-    except (RasterioError, CPLE_BaseError):
+    except InputError:  # damaged: not complete, so the scene runs again
         return None
 
 

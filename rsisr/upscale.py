@@ -846,6 +846,8 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             with reading(src.name, "the mask flags"):
                 mask_mode = _mask_mode(src, alpha)
             has_mask = mask_mode != "none"
+            if dst_dataset is None:
+                check_output_space(dst, SCALE * window.width, SCALE * window.height, count, dtype, mask_mode == "mask")
             if scale_spec == "auto" and dtype != np.uint8:
                 # the whole scene's statistics, whatever the window: a window equals that window of a whole run
                 sample, valid = _sample(src, indexes, Window(0, 0, src.width, src.height), has_mask)
@@ -869,8 +871,6 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                 colorinterp = [src.colorinterp[b - 1] for b in out_bands]
                 scales, offsets = list(src.scales), list(src.offsets)
             descriptions, units = band_texts(src, out_bands)
-            if dst_dataset is None:
-                check_output_space(dst, profile["width"], profile["height"], count, dtype, mask=mask_mode == "mask")
             source = _RasterSource(src, indexes, scaling, mask_mode)
             lr_window = (window.row_off, window.col_off, window.height, window.width)
 

@@ -9,13 +9,18 @@ number of loader workers. LR images are made from the HR batch on the training d
 PNG/JPEG are read with Pillow, TIFF/GeoTIFF with rasterio (random windows; the first three
 bands, a single band replicated; non-uint8 values scaled as ``rsisr upscale`` does, with
 :func:`rsisr.radiometry.resolve_scaling` on a decimated read of the whole raster).
+
+Damaged images. :func:`scan_folder` decodes every image once before training: one that cannot
+be read (truncated, corrupt blocks, a damaged header) is skipped with one warning naming it, or
+is an error with ``strict``; a folder with no readable image is an error. A read that still fails
+during training (a file changed underneath) stops the run with one :class:`InputError` line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -47,6 +52,8 @@ class FolderScan:
     images: list[ImageRecord]
     unreadable: int
     too_small: int
+    #: (path, why) of every unreadable image that was skipped
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -62,24 +69,40 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+#: Rows decoded at once when :func:`_scan_one` checks every block of a raster.
+SCAN_ROWS = 1024
+
+
 def _scan_one(path: Path, scale: str) -> ImageRecord:
-    """Open ``path`` far enough to know it is readable; raises on anything unreadable."""
+    """Decode ``path`` whole, so that a damaged file fails here and not in the middle of training;
+    an :class:`InputError` naming the file and GDAL's or Pillow's message if it cannot be read."""
     if path.suffix.lower() in PIL_SUFFIXES:
         from PIL import Image
 
-        with Image.open(path) as im:
-            im.load()  # a truncated file fails here, not in the middle of training
-            return ImageRecord(str(path), im.height, im.width)
-    import rasterio
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return ImageRecord(str(path), im.height, im.width)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
+            raise InputError(f"cannot read {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    from rasterio.windows import Window
 
-    with rasterio.open(path) as src:
+    from rsisr.rasterio_io import describe_window, open_raster, reading
+
+    with open_raster(path) as src:
         bands = _bands(src.count)
         scaling = None
+        for r0 in range(0, src.height, SCAN_ROWS):
+            window = Window(0, r0, src.width, min(SCAN_ROWS, src.height - r0))
+            with reading(path, f"pixels ({describe_window(window, bands)})"):
+                src.read(bands, window=window)
+                src.dataset_mask(window=window)
         if np.dtype(src.dtypes[0]) != np.uint8:
             step = max(1, max(src.height, src.width) // 512)
             shape = (len(bands), max(1, src.height // step), max(1, src.width // step))
-            sample = src.read(bands, out_shape=shape)
-            valid = src.dataset_mask(out_shape=shape[1:]) > 0
+            with reading(path, "the statistics sample"):
+                sample = src.read(bands, out_shape=shape)
+                valid = src.dataset_mask(out_shape=shape[1:]) > 0
             scaling = resolve_scaling(scale, src.dtypes[0], len(bands), sample, valid)
         return ImageRecord(str(path), src.height, src.width, scaling)
 
@@ -89,36 +112,41 @@ def _bands(count: int) -> list[int]:
     return [1, 2, 3] if count >= 3 else [1]
 
 
-def scan_folder(folder: str | Path, crop: int, scale: str = "auto") -> FolderScan:
-    """Readable images of at least ``crop`` x ``crop``; unreadable ones are skipped and counted.
+def scan_folder(folder: str | Path, crop: int, scale: str = "auto", strict: bool = False) -> FolderScan:
+    """Readable images of at least ``crop`` x ``crop``; each unreadable one is skipped with one
+    warning naming it, and counted (``strict``: the first one is an :class:`InputError`).
 
     InputError: no images, none readable, or every readable one smaller than the crop.
     """
+    from rsisr.errors import RsisrError
+
     files = list_images(folder)
-    images, unreadable, too_small = [], 0, 0
+    images, too_small, skipped = [], 0, []
     for path in files:
         try:
             rec = _scan_one(path, scale)
-        except Exception as exc:  # Pillow and GDAL raise many types for broken files
-            log.warning("skipping unreadable image %s (%s)", path, exc)
-            unreadable += 1
+        except RsisrError as exc:
+            if strict:
+                raise InputError(f"{exc} (--strict-data: every image must be readable; drop the flag to skip "
+                                 "unreadable ones)") from None
+            log.warning("skipping unreadable image: %s", exc)
+            skipped.append((str(path), str(exc)))
             continue
         if rec.height < crop or rec.width < crop:
             too_small += 1
             continue
         images.append(rec)
-    if unreadable:
-        log.warning("%d of %d images in %s are unreadable and were skipped", unreadable, len(files), folder)
+    unreadable = len(skipped)
     if too_small:
         log.info("%d images in %s are smaller than the %d px crop and were skipped", too_small, folder, crop)
     if not images:
         if unreadable == len(files):
-            raise InputError(f"none of the {len(files)} images in {folder} is readable")
+            raise InputError(f"none of the {len(files)} images in {folder} is readable (first: {skipped[0][1]})")
         raise InputError(
             f"every readable image in {folder} is smaller than the {crop}x{crop} crop "
             f"({too_small} too small, {unreadable} unreadable); use larger images or a smaller crop (--set data.crop=N)"
         )
-    return FolderScan(images, unreadable, too_small)
+    return FolderScan(images, unreadable, too_small, skipped)
 
 
 def is_held_out(path: str, root: str | Path, fraction: float) -> bool:
@@ -143,18 +171,24 @@ def read_window(rec: ImageRecord, top: int, left: int, size: int, with_mask: boo
     if rec.path.lower().endswith(PIL_SUFFIXES):
         from PIL import Image
 
-        with Image.open(rec.path) as im:
-            im = im.convert("RGB").crop((left, top, left + size, top + size))
-            arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        try:
+            with Image.open(rec.path) as im:
+                im = im.convert("RGB").crop((left, top, left + size, top + size))
+                arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
+            raise InputError(f"cannot read {rec.path} (changed since the scan?): "
+                             f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
         return (arr, 1.0) if with_mask else arr
-    import rasterio
     from rasterio.windows import Window
 
-    with rasterio.open(rec.path) as src:
+    from rsisr.rasterio_io import describe_window, open_raster, reading
+
+    with open_raster(rec.path, check=False) as src:
         window = Window(left, top, size, size)
-        values = src.read(_bands(src.count), window=window)
+        with reading(rec.path, f"pixels ({describe_window(window, _bands(src.count))})"):
+            values = src.read(_bands(src.count), window=window)
+            valid = float((src.dataset_mask(window=window) > 0).mean()) if with_mask else 1.0
         arr = values.astype(np.float32) / 255.0 if rec.scaling is None else rec.scaling.forward(values)
-        valid = float((src.dataset_mask(window=window) > 0).mean()) if with_mask else 1.0
     if arr.shape[0] == 1:
         arr = np.repeat(arr, 3, axis=0)
     return (arr, valid) if with_mask else arr
@@ -242,7 +276,20 @@ def make_loader(dataset: CropDataset, batch_size: int, start_position: int, work
         worker_init_fn=_worker_init if workers else None, persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    return iter(loader)
+    return _one_line_errors(iter(loader))
+
+
+def _one_line_errors(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``batches`` with an :class:`InputError` from a loader worker cut back to its own message
+    (torch re-raises it with the worker's traceback in the text)."""
+    while True:
+        try:
+            batch = next(batches)
+        except InputError as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            last = lines[-1] if lines else ""
+            raise InputError(last.split("InputError: ", 1)[-1]) from None
+        yield batch
 
 
 def load_val_set(images: list[ImageRecord], crop: int, count: int) -> torch.Tensor | None:

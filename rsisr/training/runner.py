@@ -27,6 +27,7 @@ def train(
     sets: Sequence[str] | Mapping[str, Any] = (),
     flags: Mapping[str, Any] | None = None,
     resume: bool = False,
+    strict_data: bool = False,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
 ) -> Path:
@@ -36,6 +37,7 @@ def train(
 
     ``flags``: dotted config keys set by dedicated options (e.g. ``{"ae.batch_size": 4}``);
     ``sets``: ``key=value`` strings or a mapping of dotted keys. See :mod:`rsisr.training.config`.
+    ``strict_data``: an unreadable image is an error instead of being skipped with a warning.
     Raises :class:`~rsisr.errors.RsisrError` subclasses for every input a user can get wrong.
     """
     import torch
@@ -108,11 +110,11 @@ def train(
         raise InputError("--data is needed: a folder of training images")
 
     # Data (before anything is written, so bad input leaves no run directory behind).
-    scan = scan_folder(cfg.data.train, cfg.data.crop, cfg.data.scale)
+    scan = scan_folder(cfg.data.train, cfg.data.crop, cfg.data.scale, strict=strict_data)
     if cfg.data.val:
         train_images = scan.images
         try:
-            val_images = scan_folder(cfg.data.val, cfg.data.crop, cfg.data.scale).images
+            val_images = scan_folder(cfg.data.val, cfg.data.crop, cfg.data.scale, strict=strict_data).images
         except InputError as exc:
             raise InputError(f"--val: {exc}") from None
     else:
@@ -207,6 +209,8 @@ def _run(stage, cfg, out, resume, scan, train_images, val_images, total_steps, d
     from rsisr.training import common
     from rsisr.training.data import CropDataset, load_val_set, make_loader
 
+    for path, why in scan.skipped:  # named once on the console by the scan; here in train.log
+        log.info("skipped unreadable image %s: %s", path, why)
     if scan.unreadable:
         log.warning("%d unreadable images in %s were skipped", scan.unreadable, cfg.data.train)
     log.info("%d training images, %d validation images (%d unreadable and %d smaller than the crop skipped); "
