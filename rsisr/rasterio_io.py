@@ -211,6 +211,6 @@ def check_output_space(dst, width: int, height: int, count: int, dtype, mask: bo
         raise OutputError(
             f"the output would be {width} x {height} pixels x {count} band(s) of {np.dtype(dtype).name}: "
             f"{format_bytes(size)} uncompressed, at least {format_bytes(size / BEST_COMPRESSION)} compressed, but "
-            f"{folder} has {format_bytes(free)} free; upscale a part with --bounds or --aoi, or write elsewhere"
-            + ("" if size < 1e15 else f" (a declared size this large usually means a damaged header: {DAMAGED})"))
+            f"{folder} has {format_bytes(free)} free; upscale a part with --bounds or --aoi, or write elsewhere "
+            "(if the input is not that large, its header is damaged: check it with `gdalinfo`)")
 
