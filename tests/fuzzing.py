@@ -226,7 +226,7 @@ def recipes(corpus: dict[str, Path], seed: int, count: int) -> list[Recipe]:
 
 
 def write_case(recipe: Recipe, corpus: dict[str, Path], folder: Path) -> Path:
-    path = folder / f"{recipe.id()}.tif"
+    path = folder / f"{recipe.id()}{Path(recipe.source).suffix}"
     path.write_bytes(apply_recipe(recipe, corpus[recipe.source].read_bytes()))
     return path
 
