@@ -45,9 +45,12 @@ class RsisrGroup(click.Group):
             formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from rsisr.rasterio_io import undecodable_gdal_messages
+
         previous = _on_sigterm(_sigterm_as_sigint)
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with undecodable_gdal_messages():
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except RsisrError as exc:
             _fail(str(exc))
         except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort

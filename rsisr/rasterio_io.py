@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
 
 from rsisr.errors import InputError, OutputError, RsisrError, RsisrWarning
 
@@ -126,6 +125,8 @@ def open_raster(path, check: bool = True):
 def check_raster(src) -> None:
     """Refuse, in one line, a header that no real raster has: a zero size, an absurd band count,
     an unsupported data type, or a zero or enormous block."""
+    import numpy as np
+
     name = src.name
     with reading(name, "the header"):
         width, height, count = int(src.width), int(src.height), int(src.count)
@@ -192,6 +193,8 @@ def format_bytes(n: float) -> str:
 
 def output_bytes(width: int, height: int, count: int, dtype, mask: bool = False) -> int:
     """Uncompressed size of an output raster (plus a one-byte mask band)."""
+    import numpy as np
+
     return int(width) * int(height) * (int(count) * np.dtype(dtype).itemsize + (1 if mask else 0))
 
 
@@ -200,6 +203,8 @@ def check_output_space(dst, width: int, height: int, count: int, dtype, mask: bo
     """Refuse an output that cannot fit where ``dst`` goes, even at :data:`BEST_COMPRESSION`,
     before any pixel is written (the size of a damaged header, or of a scene too large for the
     disk). ``free`` overrides the free bytes measured at ``dst``'s folder (tests)."""
+    import numpy as np
+
     size = output_bytes(width, height, count, dtype, mask)
     folder = Path(dst).resolve().parent
     if free is None:
@@ -214,3 +219,37 @@ def check_output_space(dst, width: int, height: int, count: int, dtype, mask: bo
             f"{folder} has {format_bytes(free)} free; upscale a part with --bounds or --aoi, or write elsewhere "
             "(if the input is not that large, its header is damaged: check it with `gdalinfo`)")
 
+
+
+@contextmanager
+def undecodable_gdal_messages():
+    """While inside, a GDAL message that is not UTF-8 (it quotes a damaged tag) is one warning.
+
+    rasterio's GDAL error callback decodes every message as UTF-8; when that fails inside the C
+    callback, Python prints the UnicodeDecodeError twice (through ``sys.excepthook`` without a
+    traceback, then as "Exception ignored in: 'rasterio._env.log_error'" with one) and the run goes
+    on. These hooks catch exactly that case; everything else reaches the previous hooks. For a
+    command line's whole run (they are process-wide)."""
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+    seen: set[bytes] = set()
+
+    def unraisable(info) -> None:
+        exc = info.exc_value
+        if isinstance(exc, UnicodeDecodeError) and "rasterio._env" in str(info.object):
+            if exc.object not in seen:
+                seen.add(exc.object)
+                text = " ".join(exc.object[:300].decode("utf-8", "backslashreplace").split())
+                log.warning("GDAL reported a message that is not UTF-8 text (a damaged tag?): %s", text)
+            return
+        previous_unraisable(info)
+
+    def excepthook(kind, value, tb) -> None:
+        if tb is None and isinstance(value, UnicodeDecodeError):
+            return  # printed from inside rasterio's error callback; reported by `unraisable`
+        previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
