@@ -308,6 +308,7 @@ def upscale_scene(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
     ``quiet``: no warnings from this scene (``rsisr batch -q``).
     """
     from rsisr.errors import RsisrError
+    from rsisr.rasterio_io import undecodable_gdal_messages
     from rsisr.upscale import upscale_file
 
     t0 = time.perf_counter()
@@ -324,7 +325,8 @@ def upscale_scene(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
                 torch.set_num_threads(threads)
             Path(dst).parent.mkdir(parents=True, exist_ok=True)
             net, device = _cached_model(model, str(options.pop("device", "auto")))
-            upscale_file(src, dst, model=net, device=device, overwrite=True, progress=False, **options)
+            with undecodable_gdal_messages():  # in a worker process, no CLI has set them up
+                upscale_file(src, dst, model=net, device=device, overwrite=True, progress=False, **options)
         except RsisrError as exc:
             return SceneResult(str(src), str(dst), "failed", time.perf_counter() - t0, str(exc), reason)
         except Exception as exc:  # noqa: BLE001 - any scene failure is reported, the batch goes on
