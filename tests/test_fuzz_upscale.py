@@ -92,3 +92,27 @@ def test_fuzz_upscale_300_cases(fuzz_setup):
     summary = run(fuzz_setup, fuzzing.recipes(fuzz_setup[0], seed=2, count=300), "seed2")
     assert summary["violations"] == [], summary["violations"][:3]
     assert summary["exit0"] + summary["exit1"] == 300
+
+
+@pytest.mark.slow
+def test_fuzz_full_size_rasters_with_bounds(geotiff_dir, fuzz_setup, tmp_path):
+    """40 mutations of the full-size real files (overviews, 512-pixel JPEG tiles, whole-scene
+    statistics samples), each upscaled over a 64 x 64 pixel --bounds window at the centre of the
+    original's extent so that a case stays a second or two on the CPU."""
+    import rasterio
+    from rasterio.windows import Window, bounds as window_bounds
+
+    _, model, _ = fuzz_setup
+    full = {p.name: p for p in sorted(geotiff_dir.glob("*.tif"))}
+    centre = {}
+    for name, path in full.items():
+        with rasterio.open(path) as src:
+            w = Window(src.width // 2 - 32, src.height // 2 - 32, 64, 64)
+            centre[name] = [f"{v!r}" for v in window_bounds(w, src.transform)]
+    recipes = fuzzing.recipes(full, seed=8, count=40)
+    cases = fuzzing.upscale_cases(recipes, full, model, tmp_path)
+    for case, r in zip(cases, recipes):
+        case["args"] += ["--bounds", *centre[r.source]]
+    summary = fuzzing.check_upscale(cases, fuzzing.run_cases(cases))
+    assert summary["violations"] == [], summary["violations"][:3]
+    assert summary["exit0"] > 0 and summary["exit1"] > 0
