@@ -69,22 +69,29 @@ def test_recipes_replay_exactly(fuzz_setup):
     assert {fuzzing.make_recipe(L8, data, s).kind for s in range(60)} == set(fuzzing.KINDS)
 
 
-def test_fuzz_upscale_30_cases(fuzz_setup):
-    summary = run(fuzz_setup, fuzzing.recipes(fuzz_setup[0], seed=0, count=30), "seed0")
+@pytest.fixture(scope="module")
+def default_run(fuzz_setup):
+    """The 30 cases of seed 0 and every regression, in one run of the fork server:
+    (summary of the 30, {(source, seed, kind): problems} of the regressions)."""
+    corpus, model, base = fuzz_setup
+    fresh = fuzzing.recipes(corpus, seed=0, count=30)
+    cases = fuzzing.upscale_cases(fresh + REGRESSIONS, corpus, model, base / "default")
+    results = fuzzing.run_cases(cases)
+    summary = fuzzing.check_upscale(cases[:30], results[:30])
+    regressions = fuzzing.check_upscale(cases[30:], results[30:])
+    return summary, {tuple(v["recipe"].values())[:3]: v["problems"] for v in regressions["violations"]}
+
+
+def test_fuzz_upscale_30_cases(default_run):
+    summary, _ = default_run
     assert summary["violations"] == []
     assert summary["exit0"] + summary["exit1"] == 30
     assert summary["exit0"] > 0 and summary["exit1"] > 0  # both outcomes are exercised
 
 
-@pytest.fixture(scope="module")
-def regression_results(fuzz_setup):
-    summary = run(fuzz_setup, REGRESSIONS, "regressions")
-    return {tuple(v["recipe"].values())[:3]: v["problems"] for v in summary["violations"]}
-
-
 @pytest.mark.parametrize("recipe", REGRESSIONS, ids=Recipe.id)
-def test_fuzz_regression(recipe, regression_results):
-    assert regression_results.get((recipe.source, recipe.seed, recipe.kind), []) == []
+def test_fuzz_regression(recipe, default_run):
+    assert default_run[1].get((recipe.source, recipe.seed, recipe.kind), []) == []
 
 
 @pytest.mark.slow
