@@ -18,6 +18,7 @@ unknown data types) and :func:`check_output_space` an output that cannot fit at 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sys
 import warnings
@@ -104,27 +105,78 @@ def open_raster(path, check: bool = True):
         raise InputError(f"input {str(path)!r} does not exist")
     if path.is_dir():
         raise InputError(f"input {str(path)!r} is a directory; give a raster file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RsisrError:
-        raise
-    except _read_errors() as exc:
-        raise InputError(f"{path} is not a readable raster, or is truncated or damaged: GDAL says "
-                         f"\"{gdal_message(exc)}\"; give a GeoTIFF or another GDAL raster") from None
-    if check:
+    with gdal_warnings() as messages:  # shown once the file is known to be usable
         try:
-            check_raster(src)
-        except BaseException:
-            src.close()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(path)
+        except RsisrError:
             raise
+        except _read_errors() as exc:
+            messages.clear()  # GDAL's error says it all
+            raise InputError(f"{path} is not a readable raster, or is truncated or damaged: GDAL says "
+                             f"\"{gdal_message(exc)}\"; give a GeoTIFF or another GDAL raster") from None
+        if check:
+            try:
+                check_raster(src, messages)
+            except BaseException:
+                messages.clear()
+                src.close()
+                raise
     return src
 
 
-def check_raster(src) -> None:
+class _Collect(logging.Handler):
+    """Keeps the records (and their messages, in the list the caller sees)."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def gdal_warnings():
+    """Hold back the warnings GDAL reports through rasterio while inside; yields the list of
+    their messages. Those still in the list at the end are then logged as usual, at the level
+    the caller chose (a caller that turns them into an error clears the list, so they are not
+    printed before it)."""
+    loggers = [logging.getLogger(n) for n in ("rasterio._env", "rasterio._err")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    messages: list[str] = []
+    handler = _Collect(messages)
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.WARNING)
+        lg.propagate = False
+    try:
+        yield messages
+    finally:
+        for lg, (level, propagate) in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        kept = set(messages)
+        for record in handler.records:
+            logger = logging.getLogger(record.name)
+            if record.getMessage() in kept and logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+
+
+#: libtiff's warning when a TIFF's block index (strip or tile offsets) has fewer entries than its
+#: declared size needs; it then reads the missing blocks as empty, so a damaged width or height
+#: makes a run over a huge, mostly empty raster (minutes to days) instead of an error.
+_SHORT_INDEX = re.compile(r'Incorrect count for "(Strip|Tile)Offsets"')
+
+
+def check_raster(src, messages: list[str] | None = None) -> None:
     """Refuse, in one line, a header that no real raster has: a zero size, an absurd band count,
-    an unsupported data type, or a zero or enormous block."""
+    an unsupported data type, a zero or enormous block, or (GeoTIFF) a block index shorter than
+    the declared size. ``messages``: GDAL's warnings from opening ``src``, if held back."""
     import numpy as np
 
     name = src.name
@@ -150,6 +202,17 @@ def check_raster(src) -> None:
         raise InputError(
             f"{name} declares blocks of {bw} x {bh} pixels x {samples} band(s) ({format_bytes(block_bytes)} each; "
             f"GDAL decodes a block whole); {DAMAGED}, or retile it: `gdal_translate -co TILED=YES in.tif out.tif`")
+    if getattr(src, "driver", None) == "GTiff":
+        with gdal_warnings() as probe:
+            try:  # loads the block index (GDAL reads it lazily)
+                src.get_tag_item(f"BLOCK_OFFSET_{(width - 1) // bw}_{(height - 1) // bh}", "TIFF", bidx=1)
+            except Exception:  # noqa: BLE001 - only the warnings matter here
+                pass
+            short = [m for m in [*(messages or []), *probe] if _SHORT_INDEX.search(m)]
+            if short:
+                probe.clear()
+                raise InputError(f"{name} declares {width} x {height} pixels in blocks of {bw} x {bh}, but its block "
+                                 f"index is shorter (GDAL says \"{_SHORT_INDEX.search(short[0]).group(0)}\"); {DAMAGED}")
 
 
 def band_texts(src, indexes) -> tuple[list[str | None], list[str | None]]:

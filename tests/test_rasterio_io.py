@@ -123,9 +123,10 @@ def _declare_size(path: Path, width: int, height: int) -> None:
     path.write_bytes(fuzzing.apply_recipe(recipe, data))
 
 
-def test_declared_size_that_cannot_fit_is_refused_first(make_geotiff, tiny_model_file, tmp_path):
-    """A damaged header declaring 400,000 x 400,000 pixels: refused before any read of pixels,
-    with the output's size and the free space, and nothing written."""
+def test_declared_size_beyond_the_block_index_is_refused_first(make_geotiff, tiny_model_file, tmp_path):
+    """A damaged header declaring 400,000 x 400,000 pixels over a 64 x 64 file: libtiff would
+    read the missing blocks as empty (a run of days); refused before any pixel, nothing written,
+    and GDAL's warnings folded into the one line."""
     src = make_geotiff(width=64, height=64, dtype="uint16", name="huge.tif")
     _declare_size(src, 400_000, 400_000)
     with rasterio.open(src) as ds:
@@ -133,10 +134,33 @@ def test_declared_size_that_cannot_fit_is_refused_first(make_geotiff, tiny_model
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     result = CliRunner().invoke(cli, ["upscale", str(src), "-o", str(out_dir / "o.tif"), "--model",
-                                      str(tiny_model_file), "--device", "cpu", "-q"])
-    line = one_line_error(result, "1600000 x 1600000 pixels", "uncompressed", "free", "--bounds or --aoi")
-    assert "15.4 TB uncompressed, at least 3.8 TB compressed" in line and "header is damaged" in line
+                                      str(tiny_model_file), "--device", "cpu"])
+    one_line_error(result, "declares 400000 x 400000 pixels", "block index is shorter", "StripOffsets")
     assert list(out_dir.iterdir()) == []
+
+
+def test_output_that_cannot_fit_is_refused_unless_bounds_cut_it(tiny_model_file, tmp_path):
+    """A valid sparse 400,000 x 400,000 GeoTIFF (5 MB of block index): the whole output (7.7 TB,
+    1.9 TB at 4:1) is refused with its size and the free space; a --bounds window runs."""
+    from rasterio.transform import from_origin
+
+    src = tmp_path / "sparse.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=400_000, height=400_000, count=3, dtype="uint8", tiled=True,
+                       blockxsize=512, blockysize=512, sparse_ok=True, compress="deflate", crs="EPSG:32633",
+                       transform=from_origin(500000.0, 5000000.0, 1.0, 1.0)):
+        pass
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = ["upscale", str(src), "-o", str(out_dir / "o.tif"), "--model", str(tiny_model_file), "--device", "cpu",
+            "--tile", "32", "--overlap", "8", "-q"]
+    result = CliRunner().invoke(cli, args)
+    one_line_error(result, "1600000 x 1600000 pixels x 3 band(s) of uint8: 7.7 TB uncompressed, at least 1.9 TB "
+                           "compressed, but", "free; upscale a part with --bounds or --aoi")
+    assert list(out_dir.iterdir()) == []
+    result = CliRunner().invoke(cli, [*args, "--bounds", "500000", "4999968", "500032", "5000000"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out_dir / "o.tif") as o:
+        assert (o.width, o.height) == (128, 128)
 
 
 def test_output_space_counts_the_window(make_geotiff, tmp_path, monkeypatch):
