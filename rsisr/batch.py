@@ -164,7 +164,7 @@ def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed:
     from rsisr.config import ModelConfig
     from rsisr.radiometry import parse_scale
     from rsisr.tiling import effective_tiling
-    from rsisr.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, _parse_bands
+    from rsisr.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, parse_bands
 
     path = Path(model) if model is not None else require_default_model()
     stat = path.stat()
@@ -177,7 +177,7 @@ def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed:
     scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else scale
     if isinstance(scale_spec, (list, tuple)):  # as upscale_file takes them
         scale_spec = parse_scale(",".join(map(str, scale_spec)))
-    return Request(_SHA256[key], int(steps), int(seed), tile, overlap, _parse_bands(bands), scale_spec)
+    return Request(_SHA256[key], int(steps), int(seed), tile, overlap, parse_bands(bands), scale_spec)
 
 
 def scene_status(src: str | os.PathLike, dst: str | os.PathLike, request: Request) -> tuple[bool, str | None]:
@@ -206,12 +206,12 @@ def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
     from rasterio.errors import RasterioError
 
     from rsisr.radiometry import resolve_scaling
-    from rsisr.upscale import _select_bands
+    from rsisr.upscale import select_bands
 
     try:
         with rasterio.open(src) as ds, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the band choice's warning belongs to the run, not this check
-            bands = request.bands or _select_bands(ds, None)[0]
+            bands = request.bands or select_bands(ds, None)[0]
             dtype = np.dtype(ds.dtypes[0])
         if request.scale == "auto" and dtype != np.uint8:
             scaling = {"mode": "auto"}  # its percentiles come from the data: the mode is what can be compared

@@ -26,26 +26,36 @@ def bicubic_up(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return F.interpolate(x, size=(h * factor, w * factor), mode="bicubic", align_corners=False)
 
 
+def bicubic_support(a: int, b: int, n: int, factor: int = 4) -> tuple[int, int, int, int]:
+    """The LR pixels that HR pixels [a, b) of :func:`bicubic_up` of an axis of ``n`` LR pixels
+    read: (lo, hi) inside the axis, and how far the taps reach past its start and end (pixels
+    that bicubic_up takes from the edge). The taps of HR pixel Y are LR pixels
+    floor((Y + 0.5) / f - 0.5) - 1 .. + 2."""
+    lo, hi = a // factor - 2, (b - 1) // factor + 3
+    return max(lo, 0), min(hi, n), max(0, -lo), max(0, hi - n)
+
+
 def bicubic_up_window(read, lr_shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
                       factor: int = 4) -> torch.Tensor | None:
     """HR rows and cols [a, b) (scene coordinates) of :func:`bicubic_up` of a whole LR scene of
-    ``lr_shape`` (H, W), computed from a read of only the LR pixels they need: (C, b - a, b' - a').
+    ``lr_shape`` (H, W), computed from a read of only the LR pixels they need
+    (:func:`bicubic_support`): (C, b - a, b' - a').
 
     ``read(r0, r1, c0, c1)`` returns (C, r1 - r0, c1 - c0) values (float64 keeps raster units
-    exact), or None for all zeros (then this returns None). The bicubic taps of HR pixel Y reach
-    LR pixels floor((Y + 0.5) / f - 0.5) - 1 .. + 2; past the scene's edge torch repeats the edge
-    pixel, which replicate padding reproduces, so the result equals the whole scene's pixels.
+    exact), or None for all zeros (then this returns None). Past the scene's edge torch repeats
+    the edge pixel, which replicate padding reproduces, so the result equals the whole scene's
+    pixels exactly.
     """
     (ya, yb), (xa, xb) = rows, cols
-    h, w = lr_shape
-    r0, r1, c0, c1 = ya // factor - 2, (yb - 1) // factor + 3, xa // factor - 2, (xb - 1) // factor + 3
-    ra, rb, ca, cb = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    ra, rb, top, bottom = bicubic_support(ya, yb, lr_shape[0], factor)
+    ca, cb, left, right = bicubic_support(xa, xb, lr_shape[1], factor)
     values = read(ra, rb, ca, cb)
     if values is None:
         return None
-    x = F.pad(torch.as_tensor(values)[None], (ca - c0, c1 - cb, ra - r0, r1 - rb), mode="replicate")
+    x = F.pad(torch.as_tensor(values)[None], (left, right, top, bottom), mode="replicate")
     up = bicubic_up(x, factor)[0]
-    return up[:, ya - factor * r0: yb - factor * r0, xa - factor * c0: xb - factor * c0]
+    y0, x0 = factor * (ra - top), factor * (ca - left)
+    return up[:, ya - y0: yb - y0, xa - x0: xb - x0]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

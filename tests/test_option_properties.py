@@ -24,7 +24,7 @@ from rsisr.geo import bounds_window
 from rsisr.radiometry import Scaling, parse_scale
 from rsisr.standins import NearestX4
 from rsisr.tiling import alignment, effective_tiling
-from rsisr.upscale import _parse_bands, upscale_array, upscale_file
+from rsisr.upscale import parse_bands, upscale_array, upscale_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +47,7 @@ scale_text = st.one_of(
 @given(band_text)
 def test_band_lists_parse_or_are_one_input_error(text):
     try:
-        bands = _parse_bands(text)
+        bands = parse_bands(text)
     except InputError as exc:
         assert "\n" not in str(exc)
         return
@@ -151,7 +151,7 @@ def test_upscale_option_space(scene, tile, overlap, bands, scale, bounds):
         with rasterio.open(out) as o:
             assert (o.width, o.height) == (result.width, result.height)
             assert o.width % 4 == 0 and o.height % 4 == 0 and o.width <= 4 * 56 and o.height <= 4 * 40
-            assert o.count == len(_parse_bands(bands) or (1, 2, 3)) and o.dtypes[0] == "uint16"
+            assert o.count == len(parse_bands(bands) or (1, 2, 3)) and o.dtypes[0] == "uint16"
 
 
 def test_upscale_option_space_reaches_outputs_and_errors():

@@ -493,12 +493,12 @@ def test_failure_midway_leaves_nothing(make_geotiff, tmp_path, exc):
     src = make_geotiff(width=200, height=200)
     out = tmp_path / "o.tif"
     written = []
-    import rsisr.upscale as up
+    from rsisr.upscale.sink import RasterSink
 
-    original = up._RasterSink.write
+    original = RasterSink.write
     spy = lambda self, *a: (written.append(a[:2]), original(self, *a))  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(up._RasterSink, "write", spy)
+        mp.setattr(RasterSink, "write", spy)
         with pytest.raises(type(exc)):
             upscale_file(src, out, FailAfter(12, exc), tile=32, overlap=8, batch_size=1, device="cpu",
                          co=["BLOCKXSIZE=64", "BLOCKYSIZE=64"])

@@ -1,0 +1,145 @@
+"""Tiled, georeferenced x4 super-resolution of rasters with bounded memory (``rsisr upscale``).
+
+:func:`upscale_file` is a short sequence of steps, one module each:
+
+- :mod:`~rsisr.upscale.source`: open and check the input; bands, mask mode, the ``--scale auto``
+  sample; :class:`~rsisr.upscale.source.RasterSource` reads tiles and each block's inputs;
+- :mod:`~rsisr.upscale.plan`: the frozen :class:`~rsisr.upscale.plan.UpscalePlan` (bands, window,
+  scaling, profile, tags), resolved before any pixel is read;
+- :mod:`~rsisr.upscale.engine`: :class:`TiledUpscaler` (torch only) runs the model
+  (:class:`~rsisr.upscale.engine.SRModel`) on overlapping tiles and blends them;
+- :mod:`~rsisr.upscale.sink`: back to the raster's values, with masks and nodata;
+- :mod:`~rsisr.upscale.output`: the atomic, checked GeoTIFF / COG write.
+
+:mod:`~rsisr.upscale.memory` has in-memory sources and sinks (tests, :func:`upscale_array`); user
+arrays go through :func:`rsisr.array_io.upscale_image` (``model.upscale``).
+
+Nodata and masks. Invalid input pixels (GDAL's dataset mask: nodata, an internal or external
+mask, or an alpha band; non-finite floats) are filled before inference: the valid edge grows
+inwards by up to ``FILL_GROW`` pixels (mean of the valid 3x3 neighbours, repeated), the rest gets
+mid-grey, so nodata values never reach the model. Output pixels whose input pixel (nearest x4)
+was invalid are written as nodata, masked in an internal mask, or get the alpha band's value,
+as the input did. With a nodata value, a valid output pixel that would equal nodata in every
+band is moved one step away from it, so that the output's mask is exactly the input's mask x4.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rsisr.upscale.engine import (
+    DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, FILL_GROW, SRModel, TiledUpscaler, fill_invalid, model_multiple,
+)
+from rsisr.upscale.memory import ArraySink, ArraySource, upscale_array
+from rsisr.upscale.source import parse_bands, select_bands
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    """What :func:`upscale_file` did."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    tiles: int
+    seconds: float
+    scaling: str
+
+
+def _progress(progress, total: int):
+    """(per-tile callback or None, closer) for ``progress``: False, True (a tqdm bar, silent
+    when stderr is not a terminal) or a callable(done, total)."""
+    if callable(progress):
+        state = {"done": 0}
+
+        def tick(n: int) -> None:
+            state["done"] += n
+            progress(state["done"], total)
+
+        return tick, lambda: None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="tile", desc="upscale", disable=None, leave=False)
+        return bar.update, bar.close
+    return None, lambda: None
+
+
+def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                 batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
+                 precision: str = "fp32", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
+                 co=None, cog: bool = False, overwrite: bool = False, progress=False) -> UpscaleResult:
+    """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
+
+    ``src``: a path or an open rasterio dataset; ``dst``: a ``.tif``/``.tiff`` path (written
+    atomically, see :mod:`rsisr.upscale.output`: any write error, a full disk included, is an
+    :class:`~rsisr.errors.OutputError`, and nothing is left behind on any error or interrupt),
+    or an open writable rasterio dataset of the output's size, band count and dtype (written in
+    place: its georeferencing and creation options are the caller's; ``cog`` needs a path).
+    ``model``: a model file, None for the bundled default, or a model object
+    (:class:`~rsisr.upscale.engine.SRModel`). The other keywords are ``rsisr upscale``'s options:
+    ``tile``/``overlap`` (LR pixels), ``batch_size``, ``steps``, ``seed``, ``device``,
+    ``precision``, ``bands`` ("4,3,2" or a sequence, 1-based), ``bounds`` (xmin, ymin, xmax, ymax)
+    in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none
+    | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag), ``co`` (["KEY=VALUE", ...] or a
+    mapping of GDAL creation options), ``cog``, ``overwrite`` and ``progress`` (bool or
+    callable(done, total)).
+    """
+    from rsisr.gdal_env import gdal_env
+    from rsisr.upscale.output import check_dataset_output, check_output, write_geotiff, write_into
+    from rsisr.upscale.plan import load_model, make_plan, parse_options, write_metadata
+    from rsisr.upscale.sink import RasterSink
+    from rsisr.upscale.source import RasterSource, open_source
+
+    t0 = time.perf_counter()
+    spec, bands = parse_options(scale, bands, bounds, bounds_crs, aoi)
+    dataset = dst if hasattr(dst, "write") and hasattr(dst, "mode") else None
+    with gdal_env():
+        src, owned = open_source(src)
+        try:
+            if dataset is None:
+                dst = check_output(dst, src.name, overwrite)
+            net, sha, model_name = load_model(model)
+            engine = TiledUpscaler(net, tile=tile, overlap=overlap, batch_size=batch_size, steps=steps, seed=seed,
+                                   device=device, precision=precision)
+            run = dict(model_name=model_name, sha=sha, steps=steps, seed=seed, tile=engine.tile, overlap=engine.overlap)
+            plan = make_plan(src, spec=spec, bands=bands, bounds=bounds, bounds_crs=bounds_crs, aoi=aoi, co=co, cog=cog,
+                             dst_path=None if dataset is not None else dst, run=run)
+            source = RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha)
+
+            def fill(out, writer) -> None:
+                write_metadata(out, plan)
+                sink = RasterSink(writer, source, plan.window, len(plan.indexes))
+                tick, close = _progress(progress, engine.count_tiles(source.shape, plan.lr_window, sink.block_shape))
+                try:
+                    engine.run(source, sink, plan.lr_window, on_tile=tick)
+                finally:
+                    close()
+
+            if dataset is not None:
+                check_dataset_output(dataset, plan.profile, cog)
+                write_into(dataset, fill)
+            else:
+                write_geotiff(dst, plan.profile, plan.cog_options, overwrite, fill)
+        finally:
+            if owned:
+                src.close()
+    seconds = time.perf_counter() - t0
+    path = Path(dataset.name) if dataset is not None else dst
+    width, height, count = plan.profile["width"], plan.profile["height"], plan.profile["count"]
+    log.info("wrote %s (%d x %d, %d bands) from %d tiles in %.1f s", path, width, height, count, engine.tiles_run,
+             seconds)
+    return UpscaleResult(path, width, height, count, engine.tiles_run, seconds, plan.scaling.to_tag())
+
+
+__all__ = [
+    "upscale_file", "upscale_array", "TiledUpscaler", "UpscaleResult", "fill_invalid", "model_multiple", "SRModel",
+    "ArraySource", "ArraySink", "DEFAULT_TILE", "DEFAULT_OVERLAP", "DEFAULT_BATCH_SIZE", "FILL_GROW",
+    "parse_bands", "select_bands",
+]

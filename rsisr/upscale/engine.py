@@ -1,0 +1,309 @@
+"""The tiling engine (torch only): a model over a source in overlapping tiles, blended into a sink.
+
+The output is processed in panels of at most ``PANEL_WIDTH`` HR columns (block-aligned) and,
+inside a panel, tile row by tile row. An accumulator of ``(3, block height + 4 * tile, panel
+width)`` float32 values holds the rows that are not written yet; after each tile row the finished
+rows, in whole output blocks, are normalised and handed to the sink. Tiles whose blending support
+straddles a panel edge are run once for each panel (identically, since the noise comes from
+scene coordinates). Memory thus depends on the tile, block and panel sizes and the batch, never
+on the scene's size. Overlaps are blended by normalised feathered overlap-add
+(:mod:`rsisr.tiling`); the noise of each tile is cut from the scene's field
+(:func:`rsisr.noise.tile_noises`).
+
+Invalid input pixels (a source's validity mask) are filled before inference
+(:func:`fill_invalid`), so nodata values never reach the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from rsisr.config import SCALE
+from rsisr.device import autocast, resolve_device
+from rsisr.errors import ConfigError, DeviceError
+from rsisr.noise import tile_noises
+from rsisr.tiling import AxisPlan, alignment, chunks, effective_tiling
+
+log = logging.getLogger(__name__)
+
+#: Defaults, in LR (input) pixels. 128 - 16 leaves 112-pixel steps (a multiple of 16, the
+#: paper model's LR multiple): ~31 % of the model's work is overlap, the price of seamless output.
+DEFAULT_TILE = 128
+DEFAULT_OVERLAP = 16
+DEFAULT_BATCH_SIZE = 4
+#: Widest output panel (HR pixels) processed at once; bounds the accumulator's memory.
+PANEL_WIDTH = 8192
+#: Largest output write (HR columns) converted at once; bounds the conversion's memory.
+WRITE_WIDTH = 1024
+#: How far (LR pixels) the valid edge grows into nodata areas before the rest is mid-grey.
+FILL_GROW = 16
+
+
+class SRModel(Protocol):
+    """The model contract of the engine (LCMSR has it; :mod:`rsisr.standins` has stand-ins).
+
+    - ``model(lr, noises, steps)``: lr (B, 3, h, w) float in [-1, 1] -> (B, 3, 4h, 4w) (the
+      engine clamps it to [-1, 1]);
+    - optional ``latent_shape(h, w, batch)`` -> (B, Z, h', w'), the shape of each of the
+      ``steps`` noise tensors (without it ``noises`` is an empty list);
+    - optional ``config.lr_multiple`` or ``lr_multiple``: tile origins, tiles and overlaps are
+      multiples of it (and even, see :func:`rsisr.tiling.alignment`);
+    - ``.to(device)`` and ``.eval()`` are called when the model has them.
+    """
+
+    def __call__(self, lr: torch.Tensor, noises: Sequence[torch.Tensor], steps: int) -> torch.Tensor: ...
+
+
+class Source(Protocol):
+    """What the engine reads: ``shape`` (H, W) in LR pixels, ``has_mask``, and ``read(rows,
+    cols)`` -> (3, h, w) float values in [0, 1] and an (h, w) bool validity mask (or None)."""
+
+    shape: tuple[int, int]
+    has_mask: bool
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]): ...
+
+
+class Sink(Protocol):
+    """What the engine writes to: ``block_shape`` (HR rows, cols) and ``write(row, col, data)``
+    taking a (3, h, w) float32 tensor in [0, 1] (on the engine's device) at HR offsets inside the
+    output window; every call covers whole blocks."""
+
+    block_shape: tuple[int, int]
+
+    def write(self, row: int, col: int, data: torch.Tensor) -> None: ...
+
+
+def model_multiple(model) -> int:
+    """The LR multiple the model needs (``config.lr_multiple`` or ``lr_multiple``; default 1)."""
+    cfg = getattr(model, "config", None)
+    return int(getattr(cfg, "lr_multiple", None) or getattr(model, "lr_multiple", None) or 1)
+
+
+def fill_invalid(values: torch.Tensor, valid: torch.Tensor, grow: int = FILL_GROW, fill: float = 0.5) -> torch.Tensor:
+    """Fill the invalid pixels of (C, h, w) ``values`` (``valid``: (h, w) bool).
+
+    The valid area grows by one pixel per round (an invalid pixel with valid 3x3 neighbours takes
+    their mean), ``grow`` rounds at most; what is left gets ``fill``. The result at a pixel
+    depends only on pixels within ``grow`` of it, so tiles read with a halo of ``grow`` fill
+    exactly like the whole scene.
+    """
+    if bool(valid.all()):
+        return values
+    m = valid.to(values.dtype)[None]
+    v = values * m
+    for _ in range(grow):
+        # 3x3 means of the valid values (the sum of v, since invalid v is 0) and of the mask
+        pooled = F.avg_pool2d(torch.cat([v, m])[None], 3, stride=1, padding=1)[0]
+        new = (m == 0) & (pooled[3:] > 0)
+        if not bool(new.any()):
+            break
+        v = torch.where(new, pooled[:3] / pooled[3:].clamp_min(1e-12), v)
+        m = m + new.to(m.dtype)
+    return torch.where(m > 0, v, torch.full_like(v, fill))
+
+
+class TiledUpscaler:
+    """The tiling engine: run an :class:`SRModel` over a :class:`Source` in tiles and stream
+    blended output to a :class:`Sink`."""
+
+    def __init__(self, model, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                 batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
+                 precision: str = "fp32", panel_width: int = PANEL_WIDTH, fill_grow: int = FILL_GROW,
+                 noise_origin: tuple[int, int] = (0, 0)):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 4:
+            raise ConfigError(f"--steps must be 1, 2, 3 or 4, got {steps!r}")
+        self.device = resolve_device(device)
+        autocast(self.device, precision)  # validates the precision name
+        self.precision = precision
+        self.multiple = model_multiple(model)
+        self.tile, self.overlap = effective_tiling(tile, overlap, self.multiple)
+        if (self.tile, self.overlap) != (tile, overlap):
+            log.info("tile %d and overlap %d aligned to the model's multiple of %d: tile %d, overlap %d",
+                     tile, overlap, alignment(self.multiple), self.tile, self.overlap)
+        if hasattr(model, "to"):
+            model = model.to(self.device)
+        if hasattr(model, "eval"):
+            model.eval()
+        self.model = model
+        self.batch_size = batch_size
+        self.steps = steps
+        self.seed = int(seed)
+        self.panel_width = panel_width
+        self.fill_grow = fill_grow
+        self.noise_origin = noise_origin
+        self.tiles_run = 0
+        self._child: TiledUpscaler | None = None  # sub-tiling after running out of memory
+
+    # -- planning ---------------------------------------------------------------------------
+    def plans(self, shape: tuple[int, int]) -> tuple[AxisPlan, AxisPlan]:
+        return AxisPlan(shape[0], self.tile, self.overlap), AxisPlan(shape[1], self.tile, self.overlap)
+
+    def count_tiles(self, shape, window, block_shape) -> int:
+        """Model runs that :meth:`run` will make (tiles on panel edges count once per panel)."""
+        py, px = self.plans(shape)
+        r, c, h, w = window
+        rows = py.intersecting(SCALE * r, SCALE * (r + h))
+        return sum(len(rows) * len(px.intersecting(SCALE * c + a, SCALE * c + b))
+                   for a, b in chunks(SCALE * w, block_shape[1], self.panel_width))
+
+    # -- the model --------------------------------------------------------------------------
+    def _noises(self, origins: Sequence[tuple[int, int]], h: int, w: int) -> list[torch.Tensor]:
+        latent_shape = getattr(self.model, "latent_shape", None)
+        if latent_shape is None:
+            return []
+        oy, ox = self.noise_origin
+        noises = tile_noises(latent_shape, self.seed, self.steps, [(y + oy, x + ox) for y, x in origins], h, w)
+        return [torch.from_numpy(n).to(self.device) for n in noises]
+
+    def _call(self, x: torch.Tensor, origins) -> torch.Tensor:
+        noises = self._noises(origins, x.shape[-2], x.shape[-1])
+        with autocast(self.device, self.precision):
+            y = self.model(x, noises, self.steps)
+        return y.float().clamp(-1.0, 1.0)
+
+    def forward(self, x: torch.Tensor, origins: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """(B, 3, h, w) in [-1, 1] with LR scene origins -> (B, 3, 4h, 4w) in [-1, 1].
+
+        Out of memory: retry with half the batch, then (at batch 1) with the tile run as a grid
+        of half-size tiles, and keep the smaller setting for the rest of the run.
+        """
+        if self._child is not None:
+            return self._subtiled(x, origins)
+        try:
+            return self._call(x, origins)
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        b = x.shape[0]
+        if b > 1:
+            self.batch_size = max(1, b // 2)
+            log.warning("out of memory with a batch of %d tiles; retrying with batches of %d", b, self.batch_size)
+            return torch.cat([self.forward(x[k:k + self.batch_size], origins[k:k + self.batch_size])
+                              for k in range(0, b, self.batch_size)])
+        a = alignment(self.multiple)
+        sub_tile = max(a, (self.tile // 2) // a * a)
+        sub_overlap = min(self.overlap, max(0, (sub_tile - 1) // 2) // a * a)
+        if sub_tile >= self.tile or sub_tile <= 2 * sub_overlap:
+            raise DeviceError(
+                f"out of memory even for one tile of {self.tile} pixels; free device memory, or use "
+                "--precision bf16 or --device cpu"
+            )
+        log.warning("out of memory with one tile of %d pixels; retrying with tiles of %d (overlap %d)",
+                    self.tile, sub_tile, sub_overlap)
+        self._child = TiledUpscaler(self.model, tile=sub_tile, overlap=sub_overlap, batch_size=1, steps=self.steps,
+                                    seed=self.seed, device=self.device, precision=self.precision,
+                                    fill_grow=0)
+        return self._subtiled(x, origins)
+
+    def _subtiled(self, x: torch.Tensor, origins) -> torch.Tensor:
+        from rsisr.upscale.memory import ArraySink, ArraySource
+
+        outs = []
+        for k, (y0, x0) in enumerate(origins):
+            child = self._child
+            child.noise_origin = (self.noise_origin[0] + y0, self.noise_origin[1] + x0)
+            source = ArraySource((x[k] + 1.0) * 0.5)
+            sink = ArraySink(SCALE * x.shape[-2], SCALE * x.shape[-1], block=(16, 16))
+            child.run(source, sink)
+            outs.append(torch.from_numpy(sink.out).to(x.device) * 2.0 - 1.0)
+        return torch.stack(outs)
+
+    # -- the streaming loop -----------------------------------------------------------------
+    def run(self, source, sink, window: tuple[int, int, int, int] | None = None,
+            on_tile: Callable[[int], None] | None = None) -> int:
+        """Upscale ``window`` = (row_off, col_off, height, width) LR pixels of ``source`` (default:
+        all of it) into ``sink``; ``on_tile(1)`` after each model run (progress). Returns the
+        number of model runs (tiles)."""
+        shape = tuple(source.shape)
+        window = window or (0, 0, shape[0], shape[1])
+        py, px = self.plans(shape)
+        r, c, h, w = window
+        oy, ox, out_h, out_w = SCALE * r, SCALE * c, SCALE * h, SCALE * w
+        bh, bw = sink.block_shape
+        wy_sum = torch.from_numpy(py.weight_sum(oy, oy + out_h)).float().to(self.device)
+        rows = py.intersecting(oy, oy + out_h)
+        done = 0
+        with torch.inference_mode():
+            for p0, p1 in chunks(out_w, bw, self.panel_width):
+                cols = px.intersecting(ox + p0, ox + p1)
+                wx_sum = torch.from_numpy(px.weight_sum(ox + p0, ox + p1)).float().to(self.device)
+                wx = {j: torch.from_numpy(px.weights(j)).float().to(self.device) for j in cols}
+                cap = min(bh + SCALE * self.tile, out_h)
+                acc = torch.zeros(3, cap, p1 - p0, device=self.device)
+                r0 = 0  # first output row (window coordinates) held in acc
+                for n, i in enumerate(rows):
+                    wy = torch.from_numpy(py.weights(i)).float().to(self.device)
+                    for j, out in self._tile_row(source, py, px, i, cols):
+                        # the tile's HR extent, in window coordinates, cut to acc and the panel
+                        ty, tx = SCALE * py.start(i) - oy, SCALE * px.start(j) - ox
+                        ya, yb = max(ty, r0), min(ty + out.shape[-2], r0 + cap, out_h)
+                        xa, xb = max(tx, p0), min(tx + out.shape[-1], p1)
+                        if ya < yb and xa < xb:
+                            weight = wy[ya - ty: yb - ty, None] * wx[j][None, xa - tx: xb - tx]
+                            acc[:, ya - r0: yb - r0, xa - p0: xb - p0].addcmul_(
+                                out[:, ya - ty: yb - ty, xa - tx: xb - tx], weight)
+                        done += 1
+                        if on_tile is not None:
+                            on_tile(1)
+                    last = n == len(rows) - 1
+                    finished = out_h if last else min(out_h, py.support(i + 1)[0] - oy)
+                    flush = out_h if finished >= out_h else finished // bh * bh
+                    if flush > r0:
+                        self._flush(sink, acc, r0, flush, p0, wy_sum, wx_sum, bh, bw)
+                        _shift_rows(acc, flush - r0)
+                        r0 = flush
+        self.tiles_run += done
+        return done
+
+    def _flush(self, sink, acc, r0, r1, p0, wy_sum, wx_sum, bh, bw) -> None:
+        """Normalise rows [r0, r1) of the panel and hand them to the sink, whole blocks at a time."""
+        for ra in range(r0, r1, bh):
+            rb = min(ra + bh, r1)
+            for ca, cb in chunks(acc.shape[-1], bw, WRITE_WIDTH):
+                norm = wy_sum[ra:rb, None] * wx_sum[None, ca:cb]
+                sink.write(ra, p0 + ca, (acc[:, ra - r0: rb - r0, ca:cb] / norm).clamp_(0.0, 1.0))
+
+    def _tile_row(self, source, py: AxisPlan, px: AxisPlan, i: int, cols: range):
+        """Read tile row ``i`` over tile columns ``cols`` (one read, with the fill halo) and yield
+        (j, (3, 4h, 4w) output in [0, 1]) for every tile, run in batches of equal shapes."""
+        if len(cols) == 0:
+            return
+        H, W = source.shape
+        y, th = py.start(i), py.size(i)
+        xa, xb = px.start(cols[0]), px.start(cols[-1]) + px.size(cols[-1])
+        g = self.fill_grow if source.has_mask else 0
+        ra, rb, ca, cb = max(0, y - g), min(H, y + th + g), max(0, xa - g), min(W, xb + g)
+        values, valid = source.read((ra, rb), (ca, cb))
+        x = torch.as_tensor(values).to(self.device, torch.float32)
+        if valid is not None:
+            x = fill_invalid(x, torch.as_tensor(valid).to(self.device), g)
+        x = x * 2.0 - 1.0
+        groups: dict[int, list[int]] = {}
+        for j in cols:
+            groups.setdefault(px.size(j), []).append(j)
+        for tw, js in groups.items():
+            k = 0
+            while k < len(js):
+                batch = js[k:k + self.batch_size]
+                lr = torch.stack([x[:, y - ra: y - ra + th, px.start(j) - ca: px.start(j) - ca + tw] for j in batch])
+                out = self.forward(lr, [(y, px.start(j)) for j in batch]).add_(1.0).mul_(0.5)
+                for b, j in enumerate(batch):
+                    yield j, out[b]
+                k += len(batch)
+
+
+def _shift_rows(acc: torch.Tensor, k: int) -> None:
+    """Move the rows of (C, R, W) ``acc`` up by ``k`` in place (chunks of k rows never overlap)
+    and zero the ``k`` rows freed at the bottom: no second accumulator-sized buffer."""
+    rows = acc.shape[1]
+    for s in range(0, rows - k, k):
+        e = min(s + k, rows - k)
+        acc[:, s:e] = acc[:, s + k: e + k]
+    acc[:, max(0, rows - k):] = 0

@@ -1,0 +1,114 @@
+"""The raster sink of ``rsisr upscale``: blended [0, 1] blocks back to the raster's values, with
+the clipped values carried over (:meth:`rsisr.radiometry.Scaling.carry`) and the input's masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rsisr.config import SCALE
+from rsisr.imageops import bicubic_support
+from rsisr.tiling import lr_span, nearest_up
+from rsisr.upscale.source import BlockInput, RasterSource
+
+
+class RasterSink:
+    """Converts blended [0, 1] output back to the raster's values and writes it, each block once
+    with all bands, with its mask (nodata, internal mask or alpha band, as the input had)."""
+
+    def __init__(self, dst, source: RasterSource, window, bands: int):
+        self.dst = dst
+        self.source = source
+        self.window = window  # LR window of the input that the output covers
+        self.mask_mode = source.mask_mode
+        self.bands = bands
+        self.dtype = np.dtype(dst.dtypes[0])
+        self.nodata = dst.nodata
+        bh, bw = dst.block_shapes[0]
+        self.block_shape = (bh, bw)
+
+    def write(self, row: int, col: int, data: torch.Tensor) -> None:
+        from rasterio.windows import Window
+
+        h, w = data.shape[-2:]
+        if self.bands == 1:
+            data = data.mean(dim=0, keepdim=True)
+        oy, ox = SCALE * int(self.window.row_off), SCALE * int(self.window.col_off)
+        rows, cols = (oy + row, oy + row + h), (ox + col, ox + col + w)
+        # One read of the input for this block: its LR pixels and the bicubic taps around them.
+        ra, rb, _, _ = bicubic_support(*rows, self.source.shape[0], SCALE)
+        ca, cb, _, _ = bicubic_support(*cols, self.source.shape[1], SCALE)
+        block = self.source.block(Window(ca, ra, cb - ca, rb - ra))
+        values = self._values(data, block, rows, cols)
+        if self.source.has_mask or block.alpha is not None:
+            values = self._masked(values, block, rows, cols)
+        self.dst.write(values, window=Window(col, row, w, h))
+
+    def _values(self, data: torch.Tensor, block: BlockInput, rows, cols) -> np.ndarray:
+        """The block in the raster's dtype: the scaling's inverse, with what it clipped carried over."""
+        scaling = self.source.scaling
+        extra = None
+        if scaling.mode != "uint8":
+            carry = scaling.carry(block.cut, self.source.shape, rows, cols, SCALE)
+            if carry is not None:
+                x01, weight, extra = (t.to(data.device) for t in carry)
+                data = data.double()
+                data += weight * (x01 - data)
+                extra = extra if data.device.type != "cpu" else extra.numpy()
+        if data.device.type == "cpu":  # numpy: same float64 result, no thread pool to wait on
+            return scaling.inverse(data.numpy(), self.dtype, extra)
+        return scaling.inverse_torch(data, self.dtype, extra)
+
+    def _masked(self, values: np.ndarray, block: BlockInput, rows, cols) -> np.ndarray:
+        """Nearest x4 of the block's input masks applied to ``values`` (and the alpha band added)."""
+        from rasterio.windows import Window
+
+        (ya, yb), (xa, xb) = rows, cols
+        r0, r1, dy = lr_span(ya, yb)
+        c0, c1, dx = lr_span(xa, xb)
+        y, x = r0 - int(block.window.row_off), c0 - int(block.window.col_off)
+        inner = (slice(y, y + r1 - r0), slice(x, x + c1 - c0))
+        shape, offset = (yb - ya, xb - xa), (dy, dx)
+        if self.source.has_mask:
+            valid = nearest_up(block.valid[inner], offset, shape)
+            band_valid = None if block.band_valid is None else nearest_up(block.band_valid[(slice(None), *inner)],
+                                                                          offset, shape)
+            self._apply_mask(values, valid, band_valid)
+            if self.mask_mode == "mask":
+                oy, ox = SCALE * int(self.window.row_off), SCALE * int(self.window.col_off)
+                self.dst.write_mask(np.where(valid, 255, 0).astype(np.uint8),
+                                    window=Window(xa - ox, ya - oy, shape[1], shape[0]))
+        if block.alpha is not None:  # also when nodata shadows the alpha band in GDAL's mask flags
+            values = np.concatenate([values, nearest_up(block.alpha[(slice(None), *inner)], offset, shape)])
+        return values
+
+    def _apply_mask(self, values: np.ndarray, valid: np.ndarray, band_valid: np.ndarray | None = None) -> None:
+        """Write nodata / NaN / 0 where the input was invalid (nearest x4).
+
+        With a nodata value, each band's own mask is kept too (``band_valid``, (C, h, w), GDAL's
+        per-band masks of the input x4): a band is nodata exactly where the input band was, and a
+        valid value that the model made equal to nodata moves one step away. So the output's band
+        masks and dataset mask are the input's x4 (without this a dark band clipped to 0 would
+        read as a hole in tools that honour per-band nodata).
+        """
+        invalid = ~valid
+        if self.nodata is not None:
+            nodata = np.array(self.nodata).astype(self.dtype)
+            values[:, invalid] = nodata
+            if not np.isnan(nodata):
+                if self.dtype.kind == "f":
+                    step = np.nextafter(nodata, np.inf).astype(self.dtype)
+                else:
+                    step = nodata + 1 if nodata < np.iinfo(self.dtype).max else nodata - 1
+                if band_valid is None:
+                    # a valid pixel equal to nodata in every band would turn invalid: one step away
+                    same = valid & np.all(values == nodata, axis=0)
+                    values[0][same] = step
+                else:
+                    values[(values == nodata) & band_valid] = step
+                    values[~band_valid] = nodata
+        elif self.dtype.kind == "f":
+            values[:, invalid] = np.nan
+        else:
+            values[:, invalid] = 0
+
