@@ -1,8 +1,12 @@
-"""Synthetic GeoTIFF scenes for the upscale benchmarks (helper module, not a benchmark)."""
+"""Shared helpers of the upscale benchmarks (not a benchmark): synthetic GeoTIFF scenes, and the
+bare model calls that the engine makes for a scene."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import torch
 
 
 def make_scene(path, size: int, block: int = 512, dtype: str = "uint8") -> str:
@@ -23,3 +27,30 @@ def make_scene(path, size: int, block: int = 512, dtype: str = "uint8") -> str:
             data = np.stack([base + 10 * b for b in range(3)]) + rng.normal(0, 8, (3, h, size))
             dst.write(np.clip(data, 0, 255).astype(dtype), window=Window(0, r, size, h))
     return str(path)
+
+
+def bare_forward_seconds(engine, shape, window) -> float:
+    """Time only the model calls the engine makes for ``window`` of a scene of ``shape``."""
+    from rsisr.config import SCALE
+
+    py, px = engine.plans(shape)
+    r, c, h, w = window
+    calls = []
+    for i in py.intersecting(SCALE * r, SCALE * (r + h)):
+        groups: dict[int, list[int]] = {}
+        for j in px.intersecting(SCALE * c, SCALE * (c + w)):
+            groups.setdefault(px.size(j), []).append(j)
+        for tw, js in groups.items():
+            for k in range(0, len(js), engine.batch_size):
+                batch = js[k:k + engine.batch_size]
+                x = torch.rand(len(batch), 3, py.size(i), tw, device=engine.device) * 2 - 1
+                origins = [(py.start(i), px.start(j)) for j in batch]
+                calls.append((x, engine.noises(origins, py.size(i), tw)))
+    sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for x, noises in calls:
+            engine.model(x, noises, engine.steps)
+        sync()
+    return time.perf_counter() - t0, time.process_time() - c0

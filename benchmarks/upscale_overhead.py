@@ -21,33 +21,6 @@ import time
 import torch
 
 
-def bare_forward_seconds(engine, shape, window) -> float:
-    """Time only the model calls the engine makes for ``window`` of a scene of ``shape``."""
-    from rsisr.config import SCALE
-
-    py, px = engine.plans(shape)
-    r, c, h, w = window
-    calls = []
-    for i in py.intersecting(SCALE * r, SCALE * (r + h)):
-        groups: dict[int, list[int]] = {}
-        for j in px.intersecting(SCALE * c, SCALE * (c + w)):
-            groups.setdefault(px.size(j), []).append(j)
-        for tw, js in groups.items():
-            for k in range(0, len(js), engine.batch_size):
-                batch = js[k:k + engine.batch_size]
-                x = torch.rand(len(batch), 3, py.size(i), tw, device=engine.device) * 2 - 1
-                origins = [(py.start(i), px.start(j)) for j in batch]
-                calls.append((x, engine._noises(origins, py.size(i), tw)))
-    sync = torch.cuda.synchronize if engine.device.type == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        for x, noises in calls:
-            engine.model(x, noises, engine.steps)
-        sync()
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -59,7 +32,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, os.path.dirname(__file__))
-    from _scenes import make_scene
+    from _scenes import bare_forward_seconds, make_scene
 
     import rsisr
     from rsisr.upscale import TiledUpscaler, upscale_file

@@ -154,7 +154,8 @@ class TiledUpscaler:
                    for a, b in chunks(SCALE * w, block_shape[1], self.panel_width))
 
     # -- the model --------------------------------------------------------------------------
-    def _noises(self, origins: Sequence[tuple[int, int]], h: int, w: int) -> list[torch.Tensor]:
+    def noises(self, origins: Sequence[tuple[int, int]], h: int, w: int) -> list[torch.Tensor]:
+        """The per-step noise batches of tiles of h x w at LR scene ``origins`` (on the device)."""
         latent_shape = getattr(self.model, "latent_shape", None)
         if latent_shape is None:
             return []
@@ -163,7 +164,7 @@ class TiledUpscaler:
         return [torch.from_numpy(n).to(self.device) for n in noises]
 
     def _call(self, x: torch.Tensor, origins) -> torch.Tensor:
-        noises = self._noises(origins, x.shape[-2], x.shape[-1])
+        noises = self.noises(origins, x.shape[-2], x.shape[-1])
         with autocast(self.device, self.precision):
             y = self.model(x, noises, self.steps)
         return y.float().clamp(-1.0, 1.0)
