@@ -72,21 +72,30 @@ def test_upscale_without_model_beats_bicubic_on_a_real_crop(geotiff_dir, tmp_pat
 
 
 
-def test_two_tilings_agree_far_better_than_two_seeds(geotiff_dir):
-    """With the trained default model, tiles of 64 and 96 differ by well under one grey level on
-    average (GroupNorm and the UNet's attention see the whole tile, so not exactly), far less
-    than two noise seeds do: the noise comes from scene coordinates, not from the tile."""
+@pytest.mark.parametrize("name, col, row", [("usgs_hro_colorado_rgb_u8_26913_0.15m.tif", 0, 0),
+                                           ("rasterio_cogeo_rgb_u8_3857_0.6m.tif", 400, 400)])
+def test_two_tilings_agree_far_better_than_two_seeds(geotiff_dir, name, col, row, one_thread):
+    """The tiling decision: exact tile invariance is impossible with this architecture
+    (GroupNorm, channel attention and the UNet's attention see the whole tile), so what users
+    need is checked on real rasters with the shipped model: tiles of 64 and 96 differ by a mean
+    of at most 1/255, by less than a quarter of what two noise seeds differ, and no row or
+    column of the difference stands out (no seam): even the worst one stays below the seeds'
+    mean difference. Measured: usgs 0.29 (seeds 2.25; worst row 1.09, column 0.84), cogeo 0.24
+    (seeds 2.60; worst row 0.61, column 0.65), all /255."""
     from rsisr.upscale import upscale_array
 
-    with rasterio.open(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif") as src:
-        image = src.read(window=Window(0, 0, 160, 160)).astype(np.float32) / 255
+    with rasterio.open(geotiff_dir / name) as src:
+        image = src.read(window=Window(col, row, 160, 160)).astype(np.float32) / 255
     model = rsisr.load_model().eval()
     a = upscale_array(image, model, tile=64, overlap=16, device="cpu", seed=1)
     b = upscale_array(image, model, tile=96, overlap=16, device="cpu", seed=1)
     c = upscale_array(image, model, tile=96, overlap=16, device="cpu", seed=2)
-    tiling, seeds = np.abs(a - b).mean() * 255, np.abs(b - c).mean() * 255
-    assert tiling < 1.0, tiling  # measured 0.29 (seeds: 2.25)
-    assert tiling < seeds / 4, (tiling, seeds)
+    diff = np.abs(a - b).mean(axis=0) * 255
+    seeds = np.abs(b - c).mean() * 255
+    assert diff.mean() <= 1.0, diff.mean()
+    assert diff.mean() < seeds / 4, (diff.mean(), seeds)
+    worst_row, worst_col = diff.mean(axis=1).max(), diff.mean(axis=0).max()
+    assert max(worst_row, worst_col) < seeds, (worst_row, worst_col, seeds)
 
 
 def test_batch_scene_without_model_uses_the_default(make_geotiff, tmp_path):
