@@ -8,12 +8,14 @@ import warnings
 
 import click
 
+from rsisr.defaults import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_SCALE, DEFAULT_TILE, PRECISIONS
+
 device_option = click.option(
     "--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
     help="Where to run the model: CUDA when present with auto.",
 )
 precision_option = click.option(
-    "--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
     help="Numeric precision of the model (autocast).",
 )
 model_option = click.option(
@@ -32,15 +34,15 @@ def upscale_options(f):
 
     Their parameter names are :func:`rsisr.upscale.upscale_file`'s keywords, except ``--model``
     whose value arrives as ``model_path``; commands that upscale pass them through unchanged.
-    The defaults shown come from :mod:`rsisr.upscale` (kept in sync by ``tests/test_upscale_cli.py``).
+    The defaults shown come from :mod:`rsisr.defaults`, which the library uses too.
     """
     options = [
         model_option,
-        click.option("--tile", type=click.IntRange(min=1), default=128, show_default=True,
+        click.option("--tile", type=click.IntRange(min=1), default=DEFAULT_TILE, show_default=True,
                      help="Tile side in input pixels (aligned to the model's multiple)."),
-        click.option("--overlap", type=click.IntRange(min=0), default=16, show_default=True,
+        click.option("--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
                      help="Overlap of neighbouring tiles in input pixels; --tile must exceed twice it."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+        click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
                      help="Tiles per model call (halved automatically when the GPU runs out of memory)."),
         steps_option,
         seed_option,
@@ -54,8 +56,9 @@ def upscale_options(f):
                      help="CRS of --bounds, e.g. EPSG:4326. Default: the raster's CRS."),
         click.option("--aoi", type=click.Path(dir_okay=False), default=None,
                      help="Only upscale the bounding box of the polygons in this vector file (GeoJSON, GPKG, ...)."),
-        click.option("--scale", default="auto", show_default=True, metavar="auto|none|MIN,MAX",
-                     help="Value scaling of non-uint8 rasters: per-band percentiles, the dtype's range, or MIN,MAX."),
+        click.option("--scale", default=DEFAULT_SCALE, show_default=True, metavar="auto|none|MIN,MAX",
+                     help="Value scaling of non-uint8 rasters: per-band percentiles of the whole scene, the dtype's "
+                          "range, MIN,MAX, MIN,MAX per band, or an output's RSISR_SCALING tag (JSON)."),
         click.option("--co", "co", multiple=True, metavar="KEY=VALUE",
                      help="GDAL creation option (repeatable), e.g. --co COMPRESS=ZSTD."),
         click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews."),

@@ -8,7 +8,9 @@ import torch
 
 from rsisr.errors import DeviceError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from rsisr.defaults import PRECISIONS as _NAMES
+
+PRECISIONS = dict(zip(_NAMES, (None, torch.bfloat16, torch.float16)))
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from rsisr.config import SCALE
+from rsisr.defaults import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE
 from rsisr.device import autocast, resolve_device
 from rsisr.errors import ConfigError, DeviceError
 from rsisr.noise import tile_noises
@@ -30,11 +31,6 @@ from rsisr.tiling import AxisPlan, alignment, chunks, effective_tiling
 
 log = logging.getLogger(__name__)
 
-#: Defaults, in LR (input) pixels. 128 - 16 leaves 112-pixel steps (a multiple of 16, the
-#: paper model's LR multiple): ~31 % of the model's work is overlap, the price of seamless output.
-DEFAULT_TILE = 128
-DEFAULT_OVERLAP = 16
-DEFAULT_BATCH_SIZE = 4
 #: Widest output panel (HR pixels) processed at once; bounds the accumulator's memory.
 PANEL_WIDTH = 8192
 #: Largest output write (HR columns) converted at once; bounds the conversion's memory.
