@@ -71,6 +71,24 @@ def _progress(progress, total: int):
     return None, lambda: None
 
 
+def _filler(engine: TiledUpscaler, plan, source, progress):
+    """``fill(out, writer)``: the plan's metadata into the open output, then the engine's blocks
+    through ``writer`` (which checks every write), with progress."""
+    from rsisr.upscale.plan import write_metadata
+    from rsisr.upscale.sink import RasterSink
+
+    def fill(out, writer) -> None:
+        write_metadata(out, plan)
+        sink = RasterSink(writer, source, plan.window, len(plan.indexes))
+        tick, close = _progress(progress, engine.count_tiles(source.shape, plan.lr_window, sink.block_shape))
+        try:
+            engine.run(source, sink, plan.lr_window, on_tile=tick)
+        finally:
+            close()
+
+    return fill
+
+
 def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
                  precision: str = "fp32", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
@@ -93,8 +111,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     """
     from rsisr.gdal_env import gdal_env
     from rsisr.upscale.output import check_dataset_output, check_output, write_geotiff, write_into
-    from rsisr.upscale.plan import load_model, make_plan, parse_options, write_metadata
-    from rsisr.upscale.sink import RasterSink
+    from rsisr.upscale.plan import load_model, make_plan, parse_options
     from rsisr.upscale.source import RasterSource, open_source
 
     t0 = time.perf_counter()
@@ -111,17 +128,8 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             run = dict(model_name=model_name, sha=sha, steps=steps, seed=seed, tile=engine.tile, overlap=engine.overlap)
             plan = make_plan(src, spec=spec, bands=bands, bounds=bounds, bounds_crs=bounds_crs, aoi=aoi, co=co, cog=cog,
                              dst_path=None if dataset is not None else dst, run=run)
-            source = RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha)
-
-            def fill(out, writer) -> None:
-                write_metadata(out, plan)
-                sink = RasterSink(writer, source, plan.window, len(plan.indexes))
-                tick, close = _progress(progress, engine.count_tiles(source.shape, plan.lr_window, sink.block_shape))
-                try:
-                    engine.run(source, sink, plan.lr_window, on_tile=tick)
-                finally:
-                    close()
-
+            fill = _filler(engine, plan, RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha),
+                           progress)
             if dataset is not None:
                 check_dataset_output(dataset, plan.profile, cog)
                 write_into(dataset, fill)
