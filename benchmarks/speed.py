@@ -3,7 +3,8 @@ measured peak, and which inference settings pay on this CPU, side by side in one
 
     python benchmarks/speed.py [--raster PATH] [--crop N] [--repeats 3] [--threads 1]
                                [--candidates fp32,fp32-cl,bf16,bf16-cl,int8,int8-cl] [--compile]
-                               [--val DIR | --no-quality] [--metric-weights DIR] [--no-sweep] [--json]
+                               [--val DIR [--val-limit N] | --no-quality] [--metric-weights DIR]
+                               [--no-sweep] [--no-e2e] [--json]
 
 Sections, all in one process with ``--threads`` torch threads (default 1):
 
@@ -19,17 +20,21 @@ Sections, all in one process with ``--threads`` torch threads (default 1):
    static quantization of every convolution through torch's x86 quantized backend (eager mode,
    calibrated on other tiles of the raster; dynamic quantization does not cover convolutions),
    and with ``--compile`` a ``torch.compile`` of the candidates in ``--compile-of`` (its warm-up
-   is reported apart). Each gets its median time, output MP/s, speed-up over fp32, share of the
-   peak and its difference from the fp32 output (in 1/255 units).
-4. **Tile and batch** (``--no-sweep`` skips it): the best candidate over tiles 96-256 and
-   batches 1 and 4, as new scene output MP/s (the overlap of ``DEFAULT_OVERLAP`` removed).
-5. **End to end**: ``upscale_file`` of the raster (or its top-left ``--crop``), today's fp32 and
-   the best candidate's settings (a model object carrying them; the engine is unchanged), next to
-   the bare fp32 eager forward over exactly the engine's tiles, interleaved.
-6. **Quality** of every candidate on ``--val`` (default ``../shared/data/val``) as ``rsisr evaluate``
-   scores it (seed 0, one tile per image): PSNR and, with metric weights, LPIPS, and their
-   differences from fp32 (bar: within 0.02 dB and 0.002).
+   is reported apart). Each gets its median wall and CPU time, output MP/s, speed-up over fp32,
+   share of the peak and its difference from the fp32 output (in 1/255 units).
+4. **Quality** of every candidate on ``--val`` (default ``../shared/data/val``) as ``rsisr
+   evaluate`` scores it (seed 0, one tile per image, 8-bit output): PSNR and, with metric weights,
+   LPIPS, and their differences from fp32 (bar: within 0.02 dB and 0.002). The best candidate is
+   the fastest by CPU time among those within the bar.
+5. **Tile and batch** (``--no-sweep`` skips it): the best candidate over tiles 96-256 and
+   batches 1 and 4, as new scene output MP per CPU-second (the overlap removed).
+6. **End to end**: ``upscale_file`` of the raster (or its top-left ``--crop``), today's fp32 and
+   the best candidate's settings (a model object carrying them; the engine is unchanged), also at
+   the sweep's best tile and batch when they differ from today's, next to
+   the bare fp32 eager forward over exactly the engine's tiles (``upscale_overhead.py``'s), interleaved.
 
+With one torch thread, this process's CPU time leaves out the time spent waiting for a core on a
+shared machine, so ratios of CPU times are the steadier figures; both are printed.
 Absolute MP/s depend on the machine's load (printed); ratios measured side by side do much less.
 """
 
@@ -215,14 +220,24 @@ def forward_fn(module, precision, x, noises, device):
     return fn
 
 
-def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
-    times = {k: [] for k in fns}
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of ``fn()``. With one torch thread the CPU time
+    leaves out the time spent waiting for a core, which a shared machine adds to the wall time."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def interleaved(fns: dict, repeats: int, self_timed=()) -> dict[str, dict[str, float | list[float]]]:
+    """Run every fn once per round, ``repeats`` rounds; median wall and CPU seconds of each (the
+    fns named in ``self_timed`` return their own (wall, CPU) seconds)."""
+    runs = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return times
+            runs[k].append(fn() if k in self_timed else timed(fn))
+    return {k: {"wall_s": statistics.median(w for w, _ in v), "cpu_s": statistics.median(c for _, c in v),
+                "runs_wall_s": [round(w, 3) for w, _ in v], "runs_cpu_s": [round(c, 3) for _, c in v]}
+            for k, v in runs.items()}
 
 
 def write_crop(raster: Path, crop: int, path: Path) -> Path:
@@ -334,6 +349,8 @@ def main() -> None:
 
     # 3. candidates
     names = [n for n in args.candidates.split(",") if n]
+    if "fp32" not in names:
+        names.insert(0, "fp32")
     calib = []
     for row in (3, 6):
         cx, co = read_tiles(args.raster, tile, overlap, batch, row=row)
@@ -347,42 +364,51 @@ def main() -> None:
     if args.compile:
         for k in args.compile_of.split(","):
             m, p = candidates[k]
-            compiled = torch.compile(m)
-            fn = forward_fn(compiled, p, x, noises, device)
-            t0 = time.perf_counter()
-            fn()
-            warmup[f"{k}+compile"] = time.perf_counter() - t0
+            fn = forward_fn(torch.compile(m), p, x, noises, device)
+            warmup[f"{k}+compile"] = timed(fn)[0]
             fns[f"{k}+compile"] = fn
             say(f"torch.compile warm-up of {k}: {warmup[f'{k}+compile']:.1f} s")
     outputs = {k: fn().float() for k, fn in fns.items()}  # also the warm-up
     times = interleaved(fns, args.repeats)
     out_mp = batch * (4 * tile) ** 2 / 1e6
-    ref_s = statistics.median(times["fp32"]) if "fp32" in times else None
+    ref = times["fp32"]
     rows = {}
     say(f"\nbare forward, {batch} real tiles of {tile}x{tile} ({out_mp:.2f} output MP), median of {args.repeats} "
-        "interleaved runs:")
-    say(f"{'candidate':<18}{'median s':>9}{'out MP/s':>9}{'x fp32':>8}{'% peak':>8}{'max|d| /255':>12}"
-        f"{'mean|d| /255':>13}")
+        "interleaved runs (wall, and CPU seconds of this one-thread process):")
+    say(f"{'candidate':<16}{'wall s':>8}{'CPU s':>8}{'MP/s':>7}{'MP/CPU-s':>9}{'x fp32 wall':>12}{'x fp32 CPU':>11}"
+        f"{'% peak':>8}{'max|d|/255':>11}{'mean|d|/255':>12}")
     for k, t in times.items():
-        med = statistics.median(t)
         kind = "bf16" if k.startswith("bf16") else "fp32"
-        d = (outputs[k] - outputs["fp32"]).abs() * 127.5 if "fp32" in outputs else None
-        rows[k] = {"median_s": med, "runs_s": t, "output_mp_per_s": out_mp / med,
-                   "speedup_vs_fp32": ref_s / med if ref_s else None,
-                   "peak_share": flops_batch / med / 1e9 / peak[f"conv_{kind}"],
-                   "max_abs_diff_255": None if d is None else d.max().item(),
-                   "mean_abs_diff_255": None if d is None else d.mean().item(),
-                   "compile_warmup_s": warmup.get(k)}
-        r = rows[k]
-        say(f"{k:<18}{med:>9.3f}{r['output_mp_per_s']:>9.3f}{r['speedup_vs_fp32'] or 0:>8.2f}"
-            f"{100 * r['peak_share']:>7.1f}%{r['max_abs_diff_255'] or 0:>12.2f}{r['mean_abs_diff_255'] or 0:>13.3f}")
+        d = (outputs[k] - outputs["fp32"]).abs() * 127.5
+        r = rows[k] = {**t, "output_mp_per_s": out_mp / t["wall_s"], "output_mp_per_cpu_s": out_mp / t["cpu_s"],
+                       "speedup_wall": ref["wall_s"] / t["wall_s"], "speedup_cpu": ref["cpu_s"] / t["cpu_s"],
+                       "peak_share": flops_batch / t["cpu_s"] / 1e9 / peak[f"conv_{kind}"],
+                       "max_abs_diff_255": d.max().item(), "mean_abs_diff_255": d.mean().item(),
+                       "compile_warmup_s": warmup.get(k)}
+        say(f"{k:<16}{t['wall_s']:>8.2f}{t['cpu_s']:>8.2f}{r['output_mp_per_s']:>7.3f}{r['output_mp_per_cpu_s']:>9.3f}"
+            f"{r['speedup_wall']:>12.2f}{r['speedup_cpu']:>11.2f}{100 * r['peak_share']:>7.1f}%"
+            f"{r['max_abs_diff_255']:>11.2f}{r['mean_abs_diff_255']:>12.3f}")
+    say("% peak: model FLOPs per CPU-second against the conv peak of the same precision (int8 against fp32's)")
     record["candidates"] = rows
-    best = min((k for k in rows if "compile" not in k), key=lambda k: rows[k]["median_s"])
-    record["best_candidate"] = best
-    say(f"fastest (without compile): {best}; % peak is of the conv peak of the same precision "
-        "(int8 against fp32's)")
 
-    # 4. tile and batch sweep
+    # 4. quality: which candidates keep the fp32 quality on val
+    eligible = [k for k in candidates]
+    if not args.no_quality and args.val.is_dir():
+        q = quality(candidates, args.val, args.metric_weights, device, args.val_limit)
+        record["quality"] = q
+        say(f"\nquality on {args.val} ({q['images']} images, seed 0, one tile each, 8-bit output; "
+            f"LPIPS {'on' if q['lpips'] else 'off: no metric weights'}):")
+        for k, v in q["candidates"].items():
+            lp = "-" if v["lpips"] is None else f"{v['lpips']:.4f} ({v['d_lpips']:+.4f})"
+            say(f"  {k:<10} PSNR {v['psnr']:.3f} dB ({v['d_psnr']:+.3f})  LPIPS {lp}  "
+                f"{'within' if v['within_bar'] else 'OUTSIDE'} the bar (0.02 dB, 0.002)")
+        eligible = [k for k in candidates if q["candidates"][k]["within_bar"]]
+    best = min(eligible, key=lambda k: rows[k]["cpu_s"])
+    record["best_candidate"] = best
+    say(f"\nfastest by CPU time{' within the quality bar' if 'quality' in record else ''} (compile aside): {best}, "
+        f"{rows[best]['speedup_cpu']:.2f}x fp32 in CPU time, {rows[best]['speedup_wall']:.2f}x in wall time")
+
+    # 5. tile and batch sweep
     if not args.no_sweep:
         module, prec = candidates[best]
         fns, useful = {}, {}
@@ -392,13 +418,15 @@ def main() -> None:
                 fns[(t, b)] = forward_fn(module, prec, sx, noises_for(model, so, t, t, device), device)
                 useful[(t, b)] = b * (4 * (t - overlap)) ** 2 / 1e6
                 fns[(t, b)]()
-        st = interleaved(fns, max(2, args.repeats - 1))
-        record["sweep"] = [{"tile": t, "batch": b, "median_s": statistics.median(v),
-                            "scene_mp_per_s": useful[(t, b)] / statistics.median(v)} for (t, b), v in st.items()]
-        say(f"\n{best}, tile/batch sweep (scene MP/s: new output per tile, overlap {overlap} removed):")
-        say("  " + ", ".join(f"tile {r['tile']} batch {r['batch']}: {r['scene_mp_per_s']:.3f}" for r in record["sweep"]))
+        st = interleaved(fns, args.repeats)
+        record["sweep"] = [{"tile": t, "batch": b, **v, "scene_mp_per_s": useful[(t, b)] / v["wall_s"],
+                            "scene_mp_per_cpu_s": useful[(t, b)] / v["cpu_s"]} for (t, b), v in st.items()]
+        say(f"\n{best}, tile/batch sweep (new scene output MP per CPU-second, overlap {overlap} removed; "
+            f"today {DEFAULT_TILE}/{DEFAULT_BATCH_SIZE}):")
+        say("  " + ", ".join(f"tile {r['tile']} batch {r['batch']}: {r['scene_mp_per_cpu_s']:.3f}"
+                             for r in record["sweep"]))
 
-    # 5. end to end
+    # 6. end to end
     if not args.no_e2e:
         import rasterio
 
@@ -409,53 +437,48 @@ def main() -> None:
         dst = workdir / "out.tif"
         engine = TiledUpscaler(model, device=device)
         window = (0, 0, *shape)
-        py, px = engine.plans(shape)
-        rows_i = py.intersecting(0, 4 * shape[0])
-        cols_j = px.intersecting(0, 4 * shape[1])
-        model_px = sum(16 * py.size(i) * px.size(j) for i in rows_i for j in cols_j)
+
+        def tiling(t: int) -> tuple[int, int]:
+            """(tiles, model output pixels) of the engine's plan at tile ``t``."""
+            py, px = TiledUpscaler(model, tile=t, overlap=overlap, device=device).plans(shape)
+            ii, jj = py.intersecting(0, 4 * shape[0]), px.intersecting(0, 4 * shape[1])
+            return len(ii) * len(jj), sum(16 * py.size(i) * px.size(j) for i in ii for j in jj)
+
+        n_tiles, model_px = tiling(tile)
         scene_mp = 16 * shape[0] * shape[1] / 1e6
         scene_flops = per_model_px * model_px
-        runs = {"bare fp32 eager": lambda: bare_forward_seconds(engine, shape, window)[0]}
-        variants = {"upscale_file fp32 (today)": (model, "fp32")}
+        runs = {"bare fp32 eager": lambda: bare_forward_seconds(engine, shape, window)}
+        variants = {"upscale_file fp32 (today)": (model, "fp32", DEFAULT_TILE, DEFAULT_BATCH_SIZE)}
         if best != "fp32":
-            variants[f"upscale_file {best}"] = candidates[best]
-        for label, (m, p) in variants.items():
-            def run(m=m, p=p):
-                t0 = time.perf_counter()
-                upscale_file(src, dst, m, device=device, precision=p, overwrite=True)
-                return time.perf_counter() - t0
-            runs[label] = run
+            variants[f"upscale_file {best}"] = (*candidates[best], DEFAULT_TILE, DEFAULT_BATCH_SIZE)
+        if "sweep" in record:  # and at the sweep's best tile and batch, when they differ from today's
+            top = max(record["sweep"], key=lambda r: r["scene_mp_per_cpu_s"])
+            if (top["tile"], top["batch"]) != (DEFAULT_TILE, DEFAULT_BATCH_SIZE):
+                variants[f"upscale_file {best} t{top['tile']} b{top['batch']}"] = (*candidates[best], top["tile"],
+                                                                                 top["batch"])
+        for label, (m, p, t, b) in variants.items():
+            runs[label] = lambda m=m, p=p, t=t, b=b: upscale_file(src, dst, m, device=device, precision=p, tile=t,
+                                                                  batch_size=b, overwrite=True)
         bare_forward_seconds(engine, shape, window)  # warm-up
-        e2e = {k: [] for k in runs}
-        for _ in range(args.repeats):
-            for k, fn in runs.items():
-                e2e[k].append(fn())
-        bare = statistics.median(e2e["bare fp32 eager"])
-        record["end_to_end"] = {"raster": str(src), "shape": shape, "tiles": len(rows_i) * len(cols_j),
+        e2e = interleaved(runs, args.repeats, self_timed=("bare fp32 eager",))
+        bare = e2e["bare fp32 eager"]
+        record["end_to_end"] = {"raster": str(src), "shape": shape, "tiles": n_tiles,
                                 "output_mp": scene_mp, "flops_per_scene_output_pixel": scene_flops / scene_mp / 1e6,
                                 "runs": {}}
         say(f"\nend to end, {shape[1]}x{shape[0]} -> {4 * shape[1]}x{4 * shape[0]} ({scene_mp:.1f} MP, "
             f"{record['end_to_end']['tiles']} tiles of {tile}, overlap {overlap}, batch {batch}; "
             f"{scene_flops / (scene_mp * 1e6) / 1e3:.1f} kFLOP per scene output pixel), median of {args.repeats}:")
         for k, v in e2e.items():
-            med = statistics.median(v)
             kind = "bf16" if "bf16" in k else "fp32"
-            r = {"median_s": med, "runs_s": v, "output_mp_per_s": scene_mp / med, "vs_bare_fp32": bare / med,
-                 "peak_share": scene_flops / med / 1e9 / peak[f"conv_{kind}"]}
+            flops = per_model_px * tiling(variants[k][2])[1] if k in variants else scene_flops
+            r = {**v, "output_mp_per_s": scene_mp / v["wall_s"], "output_mp_per_cpu_s": scene_mp / v["cpu_s"],
+                 "vs_bare_fp32_wall": bare["wall_s"] / v["wall_s"], "vs_bare_fp32_cpu": bare["cpu_s"] / v["cpu_s"],
+                 "peak_share": flops / v["cpu_s"] / 1e9 / peak[f"conv_{kind}"]}
             record["end_to_end"]["runs"][k] = r
-            say(f"  {k:<34}{med:>8.2f} s {r['output_mp_per_s']:>7.3f} MP/s  {r['vs_bare_fp32']:>5.2f}x bare fp32  "
-                f"{100 * r['peak_share']:>5.1f}% of the {kind} conv peak")
+            say(f"  {k:<36}{v['wall_s']:>7.1f} s wall {v['cpu_s']:>7.1f} s CPU  {r['output_mp_per_s']:.3f} MP/s "
+                f"{r['output_mp_per_cpu_s']:.3f} MP/CPU-s  {r['vs_bare_fp32_wall']:.2f}x / {r['vs_bare_fp32_cpu']:.2f}x "
+                f"bare fp32 (wall / CPU)  {100 * r['peak_share']:.1f}% of the {kind} conv peak")
         say("bar: end to end >= 2x the bare fp32 eager forward")
-
-    # 6. quality
-    if not args.no_quality and args.val.is_dir():
-        q = quality(candidates, args.val, args.metric_weights, device, args.val_limit)
-        record["quality"] = q
-        say(f"\nquality on {args.val} ({q['images']} images, seed 0; LPIPS {'on' if q['lpips'] else 'off: no weights'}):")
-        for k, v in q["candidates"].items():
-            lp = "-" if v["lpips"] is None else f"{v['lpips']:.4f} ({v['d_lpips']:+.4f})"
-            say(f"  {k:<10} PSNR {v['psnr']:.3f} dB ({v.get('d_psnr', 0):+.3f})  LPIPS {lp}  "
-                f"{'within' if v.get('within_bar') else 'OUTSIDE'} the bar (0.02 dB, 0.002)")
     record["load_average_end"] = os.getloadavg()
     say(f"load average at the end {record['load_average_end'][0]:.1f}")
     if args.json:
