@@ -31,7 +31,7 @@ Sections, all in one process with ``--threads`` torch threads (default 1):
 6. **End to end**: ``upscale_file`` of the raster (or its top-left ``--crop``), today's fp32 and
    the best candidate's settings (a model object carrying them; the engine is unchanged), also at
    the sweep's best tile and batch when they differ from today's, next to
-   the bare fp32 eager forward over exactly the engine's tiles (``upscale_overhead.py``'s), interleaved.
+   the bare fp32 eager forward over exactly the engine's tiles (``_scenes.bare_forward_seconds``), interleaved.
 
 With one torch thread, this process's CPU time leaves out the time spent waiting for a core on a
 shared machine, so ratios of CPU times are the steadier figures; both are printed.
@@ -318,7 +318,7 @@ def main() -> None:
     import rsisr
     from rsisr.device import native_bf16
     from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler, upscale_file
-    from upscale_overhead import bare_forward_seconds
+    from _scenes import bare_forward_seconds
 
     device = torch.device("cpu")
     say = (lambda *a, **k: None) if args.json else (lambda *a, **k: print(*a, **k, flush=True))
