@@ -15,8 +15,9 @@ device_option = click.option(
     help="Where to run the model: CUDA when present with auto.",
 )
 precision_option = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-    help="Numeric precision of the model (autocast).",
+    "--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto", show_default=True,
+    help="Numeric precision of the model (autocast); auto: bf16 where the device runs it natively "
+         "(checked at run time), else fp32.",
 )
 model_option = click.option(
     "--model", "model_path", type=click.Path(dir_okay=False), default=None,

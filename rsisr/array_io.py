@@ -145,7 +145,7 @@ def _upscale_one(engine, raw: np.ndarray, mask: np.ndarray | None, scale, out: n
 
 def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
                   scale=None, tile: int | None = None, overlap: int | None = None, batch_size: int | None = None,
-                  device=None, precision: str = "fp32"):
+                  device=None, precision: str = "auto"):
     """Super-resolve an in-memory image by 4x with ``model``; same layout and dtype back.
 
     ``image``: numpy (H, W), (H, W, C) or (C, H, W) with C = 1 or 3 (a masked array keeps its
@@ -153,8 +153,8 @@ def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, gene
     (``auto``, ``none``, ``"MIN,MAX"``, per-band ranges); default: uint8 as is, other integers
     ``auto``, floats [0, 1] (values outside are refused). ``seed``: the scene-coordinate noise
     seed, as ``rsisr upscale --seed`` (None: drawn from ``generator`` or at random). ``tile``,
-    ``overlap``, ``batch_size``, ``precision``: the engine's (CLI defaults); ``device``: default
-    the model's.
+    ``overlap``, ``batch_size``, ``precision``: the engine's (CLI defaults: ``auto`` is bf16 where
+    the device runs it natively, else fp32); ``device``: default the model's.
     """
     from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler
 

@@ -109,7 +109,7 @@ def model_runner(model, steps: int, seed: int, device: torch.device) -> Callable
     tile at the origin), so each image is scored as ``rsisr upscale --seed`` writes it."""
     from rsisr.upscale import TiledUpscaler
 
-    engine = TiledUpscaler(model, steps=steps, seed=seed, device=device)
+    engine = TiledUpscaler(model, steps=steps, seed=seed, device=device, precision="auto")  # as upscale's default
     return lambda lr: engine.forward(lr, [(0, 0)] * lr.shape[0])
 
 

@@ -91,7 +91,7 @@ def _filler(engine: TiledUpscaler, plan, source, progress):
 
 def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
-                 precision: str = "fp32", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
+                 precision: str = "auto", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
                  co=None, cog: bool = False, overwrite: bool = False, progress=False) -> UpscaleResult:
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
@@ -103,7 +103,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     ``model``: a model file, None for the bundled default, or a model object
     (:class:`~rsisr.upscale.engine.SRModel`). The other keywords are ``rsisr upscale``'s options:
     ``tile``/``overlap`` (LR pixels), ``batch_size``, ``steps``, ``seed``, ``device``,
-    ``precision``, ``bands`` ("4,3,2" or a sequence, 1-based), ``bounds`` (xmin, ymin, xmax, ymax)
+    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or a sequence, 1-based), ``bounds`` (xmin, ymin, xmax, ymax)
     in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none
     | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag), ``co`` (["KEY=VALUE", ...] or a
     mapping of GDAL creation options), ``cog``, ``overwrite`` and ``progress`` (bool or
@@ -125,7 +125,8 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             net, sha, model_name = load_model(model)
             engine = TiledUpscaler(net, tile=tile, overlap=overlap, batch_size=batch_size, steps=steps, seed=seed,
                                    device=device, precision=precision)
-            run = dict(model_name=model_name, sha=sha, steps=steps, seed=seed, tile=engine.tile, overlap=engine.overlap)
+            run = dict(model_name=model_name, sha=sha, steps=steps, seed=seed, tile=engine.tile, overlap=engine.overlap,
+                       precision=engine.precision)
             plan = make_plan(src, spec=spec, bands=bands, bounds=bounds, bounds_crs=bounds_crs, aoi=aoi, co=co, cog=cog,
                              dst_path=None if dataset is not None else dst, run=run)
             fill = _filler(engine, plan, RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha),

@@ -116,7 +116,7 @@ def _tags(src, scaling: Scaling, indexes, run: dict) -> dict[str, str]:
         **kept, "RSISR_VERSION": __version__, "RSISR_MODEL": run["model_name"],
         "RSISR_MODEL_SHA256": run["sha"] or "unknown", "RSISR_STEPS": str(run["steps"]), "RSISR_SEED": str(run["seed"]),
         "RSISR_TILE": str(run["tile"]), "RSISR_OVERLAP": str(run["overlap"]), "RSISR_SCALING": scaling.to_tag(),
-        "RSISR_BANDS": ",".join(map(str, indexes)),
+        "RSISR_BANDS": ",".join(map(str, indexes)), "RSISR_PRECISION": run["precision"],
     }
 
 
