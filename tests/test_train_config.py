@@ -10,7 +10,7 @@ import torch
 
 from rsisr.errors import ConfigError, InputError
 from rsisr.training import config as tc
-from rsisr.training.data import CropDataset, StreamSampler, augment, is_held_out, make_lr, scan_folder, split
+from rsisr.training.data import CropDataset, StreamSampler, augment, is_held_out, scan_folder, split
 
 
 def test_defaults_follow_the_paper():
@@ -157,11 +157,11 @@ def test_held_out_split_is_fixed(tmp_path):
     assert split(recs[:1], tmp_path, 0.99)[0] == recs[:1]  # never leaves nothing to train on
 
 
-def test_make_lr_is_the_evaluation_degradation():
-    from rsisr.imageops import bicubic_down
+def test_degrade_is_antialiased_bicubic_down_clamped():
+    from rsisr.imageops import bicubic_down, degrade
 
     hr = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert torch.equal(make_lr(hr), bicubic_down(hr, 4).clamp(-1, 1))
+    assert torch.equal(degrade(hr), bicubic_down(hr, 4).clamp(-1, 1))
 
 
 def test_geotiff_uint16_windows_are_scaled(make_geotiff, tmp_path):
