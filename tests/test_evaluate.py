@@ -11,7 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from rsisr.errors import CheckpointError, InputError, MetricWeightsWarning, OutputError, RsisrWarning
-from rsisr.evaluation.evaluate import degrade, evaluate, read_hr, to_8bit
+from rsisr.evaluation.evaluate import evaluate, read_hr
+from rsisr.imageops import degrade, to_8bit, to_model_range
 from rsisr.evaluation.metrics import psnr, ssim
 
 REPORT_KEYS = {"rsisr_version", "device", "model", "data", "metrics", "runtime_s_per_image"}
@@ -75,7 +76,7 @@ def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny
     for path in sorted(hr_dir.glob("*.png")):
         hr = read_hr(path)
         assert hr.shape[-2] % 4 == 0 and hr.shape[-1] % 4 == 0
-        lr = degrade(hr)
+        lr = degrade(to_model_range(hr / 255.0))
         with torch.no_grad():
             noises = [torch.from_numpy(n) for n in tile_noises(model.latent_shape, 3, 1, [(0, 0)], *lr.shape[-2:])]
             sr = to_8bit(model(lr, noises, 1).clamp(-1, 1))
@@ -172,8 +173,9 @@ def test_user_errors(hr_dir, tiny_model_file, tmp_path, monkeypatch):
         evaluate(hr_dir, tiny_model_file, metrics="psnr,mse")
     with pytest.raises(InputError, match="unknown baseline 'lanczos'"):
         evaluate(hr_dir, tiny_model_file, baselines="lanczos")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no images"):
-        evaluate(tmp_path, tiny_model_file)
+        evaluate(tmp_path / "empty", tiny_model_file)
     with pytest.raises(InputError, match="not a folder"):
         evaluate(tmp_path / "missing", tiny_model_file)
     out = tmp_path / "report.json"
