@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rsisr import defaults
 from rsisr.errors import ConfigError
 
-#: Values of ``run.precision`` (``rsisr train --precision``).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Values of ``run.precision`` (``rsisr train --precision``): ``auto`` picks one at run time.
+PRECISIONS = ("auto", *defaults.PRECISIONS)
 #: Loader worker processes on a GPU when ``run.workers`` is null (at most; fewer on fewer cores).
 GPU_WORKERS = 8
 #: Training length of both stages in the paper (``ae.epochs``, ``lcm.epochs``).
