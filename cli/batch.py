@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from rsisr.batch import DEFAULT_PATTERN
 from rsisr_cli.options import configure_logging, upscale_options, verbosity_options
 
 
@@ -11,7 +12,7 @@ from rsisr_cli.options import configure_logging, upscale_options, verbosity_opti
 @click.argument("input_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder; outputs mirror the input's relative paths.")
-@click.option("--pattern", default="*.tif", show_default=True, help="Glob of the scenes to process.")
+@click.option("--pattern", default=DEFAULT_PATTERN, show_default=True, help="Glob of the scenes to process.")
 @click.option("--recursive", is_flag=True, help="Also look in subfolders.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Local worker processes (default: one per GPU, else one per two cores).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from rsisr.evaluation import BASELINES, DEFAULT_FIGURES, IMAGE_SUFFIXES, METRICS
 from rsisr_cli.options import (
     configure_logging, device_option, model_option, seed_option, steps_option, verbosity_options,
 )
@@ -11,24 +12,25 @@ from rsisr_cli.options import (
 
 @click.command()
 @click.option("--data", "data", required=True, type=click.Path(file_okay=False),
-              help="Folder of HR images (PNG, JPEG, TIFF); LR = bicubic /4 of each.")
+              help=f"Folder of HR images ({', '.join(x[1:].upper() for x in IMAGE_SUFFIXES)}), subfolders included; "
+                   "LR = bicubic /4 of each.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Report file to write (JSON).")
 @model_option
-@click.option("--baselines", default="bicubic", show_default=True,
-              help="Comma-separated baselines to evaluate beside the model (bicubic), or none.")
-@click.option("--metrics", default="psnr,ssim,lpips,fid", show_default=True,
+@click.option("--baselines", default=",".join(BASELINES), show_default=True,
+              help=f"Comma-separated baselines to evaluate beside the model ({', '.join(BASELINES)}), or none.")
+@click.option("--metrics", default=",".join(METRICS), show_default=True,
               help="Comma-separated metrics; those left out are null in the report.")
 @click.option("--metric-weights", type=click.Path(file_okay=False), default=None,
               help="Folder of LPIPS/FID weights written by `metric-weights DIR` "
                    "(default: $RSISR_METRIC_WEIGHTS, else the packages' download).")
 @click.option("--figures", type=click.Path(file_okay=False), default=None,
               help="Folder for comparison panels (LR bicubic | model | HR) and summary.md.")
-@click.option("--n-figures", type=click.IntRange(0), default=6, show_default=True,
+@click.option("--n-figures", type=click.IntRange(0), default=DEFAULT_FIGURES, show_default=True,
               help="How many of the first images get a panel with --figures.")
 @steps_option
 @seed_option
 @device_option
-@click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate only the first N images (by name).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate only the first N images (by path).")
 @click.option("--overwrite", is_flag=True, help="Replace the report and summary.md if they exist.")
 @verbosity_options
 def evaluate(data, out, model_path, baselines, metrics, metric_weights, figures, n_figures, steps, seed, device,

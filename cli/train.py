@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
+from rsisr.config import PRESETS
+from rsisr.training.config import DEFAULT_PRESET
+from rsisr.training.sections import GPU_WORKERS, PAPER_EPOCHS, PRECISIONS, RunConfig
 from rsisr_cli.options import configure_logging, device_option, verbosity_options
+
+_PRESET_NAMES = ", ".join(PRESETS)
 
 
 def _common_options(f):
@@ -18,22 +23,23 @@ def _common_options(f):
                      help="Run directory: config, checkpoints, metrics.csv, losses.png, model.safetensors."),
         click.option("--val", type=click.Path(file_okay=False), default=None,
                      help="Validation folder. Default: a fixed held-out share of --data."),
-        click.option("--preset", default=None, help="Model preset: paper, small or tiny (ae default: small; lcm default: the autoencoder's)."),
+        click.option("--preset", default=None,
+                     help=f"Model preset: {_PRESET_NAMES} (ae default: {DEFAULT_PRESET}; lcm default: the autoencoder's)."),
         click.option("--config", "config_files", multiple=True, type=click.Path(dir_okay=False),
                      help="Training config, YAML or JSON (repeatable; later files win)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override one config key, e.g. --set data.crop=128 (repeatable)."),
         click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Train for this many steps."),
         click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Train for this many passes over the data (default 200, the paper's)."),
+                     help=f"Train for this many passes over the data (default {PAPER_EPOCHS:g}, the paper's)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate."),
         device_option,
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
-                     help="Autocast precision (default fp32; fp16 only on CUDA; auto: bf16 where the device runs "
-                          "it natively, checked at run time, else fp32)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                     help=f"Autocast precision (default {RunConfig.precision}; fp16 only on CUDA; auto: bf16 where "
+                          "the device runs it natively, checked at run time, else fp32)."),
         click.option("--workers", type=click.IntRange(min=0), default=None,
-                     help="Data loader processes (default: 0 on the CPU, up to 8 on a GPU)."),
+                     help=f"Data loader processes (default: 0 on the CPU, up to {GPU_WORKERS} on a GPU)."),
         click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the training passes."),
         click.option("--metric-weights", type=click.Path(file_okay=False), default=None,
                      help="Folder written by ../shared/tools/metric-weights (default: $RSISR_METRIC_WEIGHTS): "

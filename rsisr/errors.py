@@ -31,6 +31,14 @@ class OutputError(RsisrError, OSError):
     """An output path that cannot be written (exists, not writable, same as the input)."""
 
 
+class TrainingInterrupted(RsisrError, KeyboardInterrupt):
+    """Ctrl-C during training: a resumable checkpoint was written first."""
+
+
+class TrainingDiverged(RsisrError, ArithmeticError):
+    """A training loss became NaN or infinite."""
+
+
 class RsisrWarning(UserWarning):
     """Root of the warnings rsisr emits."""
 

@@ -1,14 +1,23 @@
 """Resampling and value-range helpers shared by training, evaluation and inference.
 
-Pixels inside the model are in [-1, 1]. ``bicubic_down`` is *the* degradation of the project:
-training and ``rsisr evaluate`` both make LR images with it.
+Pixels inside the model are in [-1, 1]. One source for each rule that training and
+``rsisr evaluate`` share: :func:`degrade` is *the* degradation (LR images of both are made with
+it), :func:`to_8bit` *the* rounding of a model output to the values an 8-bit file holds (both
+score those), and :func:`list_images` the image files of a folder.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from rsisr.config import SCALE
+from rsisr.errors import InputError
 
 
 def bicubic_down(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
@@ -85,3 +94,31 @@ def to_model_range(x01: torch.Tensor) -> torch.Tensor:
 def from_model_range(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped."""
     return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def degrade(hr: torch.Tensor) -> torch.Tensor:
+    """THE degradation: HR (B, C, H, W) in [-1, 1] -> LR (B, C, H/4, W/4), :func:`bicubic_down`
+    (antialiased bicubic /4), clamped to [-1, 1] like every input the model sees at inference."""
+    return bicubic_down(hr, SCALE).clamp(-1.0, 1.0)
+
+
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Model-range output [-1, 1] -> float32 values in {0, ..., 255} (clipped, rounded), on the
+    CPU: what an 8-bit output file holds."""
+    # float64 like rsisr.radiometry's inverse, so both round alike at .5 boundaries
+    return torch.round(from_model_range(x.float()).double() * 255.0).float().cpu()
+
+
+def list_images(folder: str | os.PathLike, suffixes: Sequence[str], what: str = "folder") -> list[Path]:
+    """The files under ``folder`` (subfolders included) whose suffix is in ``suffixes``, sorted by
+    path. An :class:`InputError` naming ``what`` (e.g. ``--data``) if the folder is missing or
+    holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{what} {str(folder)!r} does not exist or is not a folder; "
+                         f"give a folder of images ({', '.join(suffixes)})")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise InputError(f"{what} {str(folder)!r} holds no images ({', '.join(suffixes)}), "
+                         "in it or in its subfolders")
+    return files

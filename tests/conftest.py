@@ -1,7 +1,13 @@
-"""Shared fixtures: the real data in ../shared, a tiny model, synthetic GeoTIFFs."""
+"""Shared fixtures and helpers: the real data in ../shared, a tiny model, synthetic GeoTIFFs and
+training images, a trained tiny autoencoder, one torch thread, one-line CLI errors.
+
+Helpers that are not fixtures are imported by the test modules: ``from conftest import ...``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
 import subprocess
 import sys
@@ -94,15 +100,96 @@ def metric_weights(tmp_path_factory) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """``n`` torch threads while the block runs (float reductions, so the last bits, depend on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: faster for small tensors, and far faster on a shared, busy CPU."""
-    import torch
+    with torch_threads(1):
+        yield
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
+def one_line_error(result, *fragments: str) -> str:
+    """The CLI failed the way every user error must: exit status 1 (``result``: click's Result) and
+    one line ``Error: ...`` holding every fragment (``result``: the Result or the text printed).
+    Returns the line."""
+    output = result if isinstance(result, str) else result.output
+    if not isinstance(result, str):
+        assert result.exit_code == 1, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def rsisr_cli(args: list):
+    """``rsisr ARGS`` through click's CliRunner; returns its Result."""
+    from click.testing import CliRunner
+
+    from rsisr_cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture
+def no_default_model(tmp_path, monkeypatch):
+    """A stripped install: no bundled default model."""
+    import rsisr.api
+
+    monkeypatch.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+#: Fast settings for every training run: tiny model, small crops, a small discriminator.
+TRAIN_FAST = ["--preset", "tiny", "--batch-size", "2", "--set", "data.crop=32", "--set", "train.log_every=1",
+              "--set", "ae.disc_channels=8", "--set", "ae.disc_start=1", "-q"]
+
+
+def metrics_rows(run: Path) -> list[dict[str, str]]:
+    """A training run's metrics.csv as rows of strings."""
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """Six synthetic 96x96 RGB training images: four PNG, two JPEG."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for i in range(6):
+        base = np.stack([np.sin(xx / (3 + i + c)) + np.cos(yy / (4 + c)) for c in range(3)], axis=-1)
+        img = ((base + 2) / 4 * 200 + rng.normal(0, 8, base.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / (f"img{i}.png" if i < 4 else f"img{i}.jpg"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ae_run(image_dir, tmp_path_factory) -> Path:
+    """A three-step stage-1 run (``rsisr train ae``) on ``image_dir``, validated at its end."""
+    out = tmp_path_factory.mktemp("runs") / "ae"
+    with torch_threads(1):
+        result = rsisr_cli(["train", "ae", "--data", image_dir, "--out", out, "--max-steps", "3", *TRAIN_FAST,
+                            "--set", "data.val_fraction=0.3", "--set", "train.val_every=3"])
+    assert result.exit_code == 0, result.output
+    return out
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+from conftest import one_line_error, torch_threads
 from rsisr.batch import plan_jobs, upscale_folder, upscale_scene
 from rsisr.errors import InputError, OutputError
 from rsisr_cli.main import cli
@@ -58,21 +59,18 @@ def test_local_cluster_matches_single_runs_then_skips_and_reports_failures(tmp_p
     assert data["summary"]["done"] == 3 and data["summary"]["failed"] == 1
     # identical to separate `rsisr upscale` runs with the same seed and options (and the same torch
     # thread count as the workers: float reductions depend on it, by 1 DN at a few pixels)
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     for rel in (SCENES[0], SCENES[1], f"sub/{SCENES[2]}"):
         single = tmp_path / "single" / rel
         single.parent.mkdir(parents=True, exist_ok=True)
-        result = CliRunner().invoke(cli, ["upscale", str(scene_dir / rel), "-o", str(single), "--model",
-                                          str(tiny_model_file), "--seed", "3", "--tile", "64", "--overlap", "8", "-q"])
+        with torch_threads(1):
+            result = CliRunner().invoke(cli, ["upscale", str(scene_dir / rel), "-o", str(single), "--model",
+                                              str(tiny_model_file), "--seed", "3", "--tile", "64", "--overlap", "8",
+                                              "-q"])
         assert result.exit_code == 0, result.output
         a, b = _read(out / rel), _read(single)
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]), rel
         assert a[2]["transform"] == b[2]["transform"] and a[2]["crs"] == b[2]["crs"]
         assert a[3] == b[3]  # same tags, model hash included
-    torch.set_num_threads(threads)
     # a rerun does no work: every finished scene is skipped, the corrupt one fails again
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
     again = upscale_folder(scene_dir, out, tiny_model_file, recursive=True, workers=1, seed=3, tile=64, overlap=8)
@@ -170,10 +168,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_model_file):
     for args in (["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_file)],
                  ["batch", str(src), "-o", str(src / "o"), "--model", str(tiny_model_file)],
                  ["batch", str(src), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "none.safetensors")]):
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 1, result.output
-        lines = [line for line in result.output.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+        one_line_error(CliRunner().invoke(cli, args))
 
 
 # -- reruns with other settings --------------------------------------------------------------------

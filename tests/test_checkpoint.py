@@ -87,14 +87,6 @@ def test_compiled_wrapper_saves_plain_keys(tmp_path, tiny_model):
     assert set(rsisr.load_model(path).state_dict()) == set(tiny_model.state_dict())
 
 
-def test_no_default_model_yet_is_a_clear_error(monkeypatch, tmp_path):
-    import rsisr.api
-
-    monkeypatch.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
-    with pytest.raises(CheckpointError, match="--model"):
-        rsisr.load_model()
-
-
 def test_saved_file_has_ordinary_permissions(tmp_path, tiny_model):
     import os
 

@@ -2,6 +2,7 @@ import json
 
 from click.testing import CliRunner
 
+from conftest import one_line_error
 from rsisr import __version__
 from rsisr_cli.main import cli
 
@@ -34,8 +35,4 @@ def test_errors_are_one_line_exit_1(tmp_path):
     runner = CliRunner()
     for args in (["info", "--preset", "huge"], ["info", "--model", str(tmp_path / "x.safetensors")],
                  ["info", "--nope"], ["bogus"]):
-        result = runner.invoke(cli, args)
-        assert result.exit_code == 1, (args, result.output)
-        lines = [line for line in result.output.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-        assert "Traceback" not in result.output
+        one_line_error(runner.invoke(cli, args))

@@ -1,5 +1,6 @@
-"""The bundled default model: the packaged weights are the ones the model card describes, and
-``rsisr upscale`` with no ``--model`` beats bicubic on a real aerial crop after a /4 round trip."""
+"""The bundled default model: the packaged weights are the ones the model card describes,
+``rsisr upscale`` with no ``--model`` beats bicubic on a real aerial crop after a /4 round trip,
+and an install without them fails in one line wherever the default model is used."""
 
 import json
 
@@ -11,9 +12,10 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 import rsisr
+from conftest import one_line_error, rsisr_cli
 from rsisr.api import DEFAULT_MODEL_PATH, DEFAULT_MODEL_SHA256, default_model_path
 from rsisr.checkpoint import file_sha256
-from rsisr.imageops import bicubic_down, bicubic_up, from_model_range, to_model_range
+from rsisr.imageops import bicubic_up, degrade, to_8bit, to_model_range
 from rsisr_cli.main import cli
 
 #: A fixed 256x192 crop of the 0.15 m USGS orthophoto (383x232): roofs, road and trees.
@@ -50,8 +52,7 @@ def test_upscale_without_model_beats_bicubic_on_a_real_crop(geotiff_dir, tmp_pat
         profile = src.profile
         transform = src.window_transform(CROP)
     x = to_model_range(torch.from_numpy(hr)[None].float() / 255.0)
-    lr_t = bicubic_down(x, 4).clamp(-1, 1)
-    lr = torch.round(from_model_range(lr_t)[0] * 255).numpy().astype(np.uint8)
+    lr = to_8bit(degrade(x))[0].numpy().astype(np.uint8)
     profile.update(width=64, height=48, transform=transform * transform.scale(4), tiled=False)
     profile.pop("blockxsize", None), profile.pop("blockysize", None)
     lr_path, out = tmp_path / "lr.tif", tmp_path / "sr.tif"
@@ -66,7 +67,7 @@ def test_upscale_without_model_beats_bicubic_on_a_real_crop(geotiff_dir, tmp_pat
         sr = o.read()
 
     lr_read = to_model_range(torch.from_numpy(lr)[None].float() / 255.0)
-    bic = torch.round(from_model_range(bicubic_up(lr_read, 4).clamp(-1, 1))[0] * 255).numpy()
+    bic = to_8bit(bicubic_up(lr_read, 4))[0].numpy()
     p_model, p_bicubic = psnr(sr, hr), psnr(bic, hr)
     assert p_model > p_bicubic, f"default model {p_model:.2f} dB vs bicubic {p_bicubic:.2f} dB"
 
@@ -110,16 +111,32 @@ def test_batch_scene_without_model_uses_the_default(make_geotiff, tmp_path):
         assert o.tags()["RSISR_MODEL_SHA256"] == DEFAULT_MODEL_SHA256
 
 
-def test_batch_without_weights_fails_before_any_cluster(make_geotiff, tmp_path, monkeypatch):
-    """A stripped install: ``rsisr batch`` with no --model stops in one line, nothing written."""
-    import rsisr.api
-    from rsisr.batch import upscale_folder
+def test_without_the_bundled_weights_every_entry_point_fails_in_one_line(make_geotiff, tmp_path, no_default_model,
+                                                                          monkeypatch):
+    """A stripped install (no rsisr/weights/default.safetensors): ``load_model()``, ``evaluate`` and
+    ``upscale_folder`` raise a CheckpointError, and ``rsisr upscale``, ``rsisr evaluate`` and
+    ``rsisr batch`` stop in one line naming --model, before any work: no output, no cluster."""
+    import distributed
+    from PIL import Image
 
-    monkeypatch.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
-    make_geotiff(name="a.tif")
-    out = tmp_path.parent / f"{tmp_path.name}_out"
-    result = CliRunner().invoke(cli, ["batch", str(tmp_path), "-o", str(out)])
-    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
-    assert "--model" in result.output and not out.exists()
-    with pytest.raises(rsisr.CheckpointError, match="reinstall rsisr"):
-        upscale_folder(tmp_path, out)
+    from rsisr.batch import upscale_folder
+    from rsisr.evaluation.evaluate import evaluate
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    (tmp_path / "scenes").mkdir()
+    scene = make_geotiff(name="scenes/a.tif")
+    (tmp_path / "hr").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "hr" / "a.png")
+    out = tmp_path / "out"
+    for call in (lambda: rsisr.load_model(), lambda: evaluate(tmp_path / "hr", metrics="psnr"),
+                 lambda: upscale_folder(tmp_path / "scenes", out)):
+        with pytest.raises(rsisr.CheckpointError, match=r"no default model .* reinstall rsisr or pass .*--model"):
+            call()
+    for args in (["upscale", scene, "-o", tmp_path / "sr.tif"],
+                 ["evaluate", "--data", tmp_path / "hr", "--out", tmp_path / "report.json"],
+                 ["batch", tmp_path / "scenes", "-o", out]):
+        one_line_error(rsisr_cli(args), "no default model", "--model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr", "scenes"]

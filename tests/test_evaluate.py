@@ -10,8 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rsisr.errors import CheckpointError, InputError, MetricWeightsWarning, OutputError, RsisrWarning
-from rsisr.evaluation.evaluate import degrade, evaluate, read_hr, to_8bit
+from conftest import one_line_error
+from rsisr.errors import InputError, MetricWeightsWarning, OutputError, RsisrWarning
+from rsisr.evaluation.evaluate import evaluate, read_hr
+from rsisr.imageops import degrade, to_8bit, to_model_range
 from rsisr.evaluation.metrics import psnr, ssim
 
 REPORT_KEYS = {"rsisr_version", "device", "model", "data", "metrics", "runtime_s_per_image"}
@@ -75,7 +77,7 @@ def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny
     for path in sorted(hr_dir.glob("*.png")):
         hr = read_hr(path)
         assert hr.shape[-2] % 4 == 0 and hr.shape[-1] % 4 == 0
-        lr = degrade(hr)
+        lr = degrade(to_model_range(hr / 255.0))
         with torch.no_grad():
             noises = [torch.from_numpy(n) for n in tile_noises(model.latent_shape, 3, 1, [(0, 0)], *lr.shape[-2:])]
             sr = to_8bit(model(lr, noises, 1).clamp(-1, 1))
@@ -132,6 +134,22 @@ def test_figures_and_summary(hr_dir, tiny_model_file, tmp_path):
     assert "![HARV_001](HARV_001.png)" in summary
 
 
+def test_subfolders_are_evaluated_and_their_panels_mirror_them(hr_dir, tiny_model_file, tmp_path):
+    """--data is searched recursively, as training's folders are: a panel of sub/x.png is
+    figures/sub/x.png; a --figures folder inside --data is refused (its panels would be scored)."""
+    (hr_dir / "sub").mkdir()
+    (hr_dir / "HARV_001.png").rename(hr_dir / "sub" / "HARV_001.png")
+    figures = tmp_path / "figures"
+    report = evaluate(hr_dir, tiny_model_file, figures=figures, n_figures=3, metrics="psnr", baselines="none",
+                      device="cpu")
+    assert report["data"]["n_images"] == 3
+    panels = sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png"))
+    assert panels == ["OSBS_001.png", "SJER_002.png", "sub/HARV_001.png"]
+    assert "![sub/HARV_001](sub/HARV_001.png)" in (figures / "summary.md").read_text()
+    with pytest.raises(OutputError, match="inside --data"):
+        evaluate(hr_dir, tiny_model_file, figures=hr_dir / "figures", metrics="psnr")
+
+
 def test_zoom_box_finds_the_detailed_region():
     from rsisr.evaluation.figures import zoom_box
 
@@ -161,19 +179,14 @@ def test_fid_of_a_single_image_is_null_with_a_warning(hr_dir, tiny_model_file, m
     assert report["metrics"]["model"] == {"psnr": None, "ssim": None, "lpips": None, "fid": None}
 
 
-def test_user_errors(hr_dir, tiny_model_file, tmp_path, monkeypatch):
-    import rsisr.api
-
-    with monkeypatch.context() as m:  # a stripped install without the bundled weights
-        m.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
-        with pytest.raises(CheckpointError, match="--model"):
-            evaluate(hr_dir, None, metrics="psnr")
+def test_user_errors(hr_dir, tiny_model_file, tmp_path):
     with pytest.raises(InputError, match="unknown metric 'mse'"):
         evaluate(hr_dir, tiny_model_file, metrics="psnr,mse")
     with pytest.raises(InputError, match="unknown baseline 'lanczos'"):
         evaluate(hr_dir, tiny_model_file, baselines="lanczos")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no images"):
-        evaluate(tmp_path, tiny_model_file)
+        evaluate(tmp_path / "empty", tiny_model_file)
     with pytest.raises(InputError, match="not a folder"):
         evaluate(tmp_path / "missing", tiny_model_file)
     out = tmp_path / "report.json"
@@ -189,7 +202,7 @@ def test_user_errors(hr_dir, tiny_model_file, tmp_path, monkeypatch):
         evaluate(small, tiny_model_file, metrics="psnr")
 
 
-def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path, monkeypatch):
+def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path):
     from rsisr_cli.main import cli
 
     runner = CliRunner()
@@ -205,19 +218,9 @@ def test_cli(hr_dir, tiny_model_file, metric_weights, tmp_path, monkeypatch):
     assert f"{report['metrics']['bicubic']['psnr']:.3f}" in result.output
 
     quick = [*args, "--metrics", "psnr", "--limit", "1"]  # the last --metrics/--limit win
-    again = runner.invoke(cli, quick)
-    assert again.exit_code == 1
-    assert again.output.count("\n") == 1 and "--overwrite" in again.output
+    one_line_error(runner.invoke(cli, quick), "--overwrite")
     assert runner.invoke(cli, [*quick, "--overwrite"]).exit_code == 0
     assert json.loads(out.read_text())["metrics"]["model"]["lpips"] is None
-
-    import rsisr.api
-
-    with monkeypatch.context() as m:  # a stripped install without the bundled weights
-        m.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
-        no_model = runner.invoke(cli, ["evaluate", "--data", str(hr_dir), "--out", str(tmp_path / "x.json")])
-    assert no_model.exit_code == 1
-    assert no_model.output.startswith("Error: no default model") and no_model.output.count("\n") == 1
 
 
 def test_evaluate_scores_what_upscale_writes(tiny_model, one_thread):

@@ -162,3 +162,15 @@ def test_weights_folder_from_the_environment_and_its_errors(tmp_path, monkeypatc
     (tmp_path / perceptual.INCEPTION_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="cannot read metric weights"):
         perceptual.build_fid_inception_local(tmp_path)
+
+
+def test_lpips_vgg_levels(metric_weights):
+    from rsisr.evaluation.perceptual import build_lpips_local
+
+    full, three = build_lpips_local(metric_weights, "vgg"), build_lpips_local(metric_weights, "vgg", 3)
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    b = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    d_full, d_three = full(a, b).flatten(), three(a, b).flatten()
+    assert (d_three > 0).all() and (d_three < d_full).all()  # fewer levels, fewer summed terms
+    assert float(full(a, a).abs().max()) == 0.0

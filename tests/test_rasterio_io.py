@@ -14,6 +14,7 @@ import rasterio
 from click.testing import CliRunner
 
 import fuzzing
+from conftest import one_line_error
 from rsisr import rasterio_io
 from rsisr.errors import ConfigError, InputError, OutputError
 from rsisr.rasterio_io import TextDroppedWarning, check_output_space, check_raster, gdal_message, reading
@@ -22,15 +23,6 @@ from rsisr.upscale import upscale_file
 from rsisr_cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_gdal_message_reads_the_chain():

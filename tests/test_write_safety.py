@@ -14,6 +14,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+from conftest import one_line_error
 from rsisr.atomic import SUFFIX, atomic_open, pid_alive, remove_stale, temp_path, write_text
 from rsisr.errors import OutputError
 from rsisr.standins import NearestX4
@@ -22,13 +23,6 @@ from rsisr_cli.main import cli
 
 CLI = [sys.executable, "-c", "from rsisr_cli.main import cli; cli()"]
 BIG = "rasterio_cogeo_rgb_u8_3857_0.6m.tif"  # 1024 x 1024: long enough to be caught mid-write
-
-
-def one_line_error(output: str, match: str) -> str:
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), output
-    assert match in lines[0], lines[0]
-    return lines[0]
 
 
 def temporaries(folder: Path) -> list[str]:
@@ -351,7 +345,7 @@ class _Trainer:
 
 
 def test_training_checkpoint_on_a_full_disk_keeps_the_older_one(small_disk):
-    from rsisr.training.common import latest_checkpoint, load_checkpoint, save_checkpoint
+    from rsisr.training.state import latest_checkpoint, load_checkpoint, save_checkpoint
 
     run = small_disk(256 * 1024)
     first = save_checkpoint(run, 10, _Trainer(1000), "a: 1\n", keep=1)
@@ -364,7 +358,7 @@ def test_training_checkpoint_on_a_full_disk_keeps_the_older_one(small_disk):
 def test_training_checkpoint_fsync_error_keeps_the_older_one(tmp_path, monkeypatch):
     import errno
 
-    from rsisr.training.common import latest_checkpoint, save_checkpoint
+    from rsisr.training.state import latest_checkpoint, save_checkpoint
 
     first = save_checkpoint(tmp_path, 10, _Trainer(10), "a: 1\n", keep=1)
 
@@ -379,7 +373,7 @@ def test_training_checkpoint_fsync_error_keeps_the_older_one(tmp_path, monkeypat
 
 
 def test_metrics_row_that_does_not_fit_is_cut_back(small_disk):
-    from rsisr.training.common import MetricsLog, read_metrics
+    from rsisr.training.metrics import MetricsLog, read_metrics
 
     run = small_disk(64 * 1024)
     metrics = MetricsLog(run / "metrics.csv", ["step", "loss"])

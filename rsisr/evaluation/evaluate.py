@@ -1,9 +1,10 @@
 """``rsisr evaluate``: a model against bicubic on a folder of HR images (paper Tables I and II).
 
-For every HR image (cropped at the bottom/right to a multiple of 4): LR = ``bicubic_down`` of the
-HR in [-1, 1] (the degradation training uses), clipped to [-1, 1]; the model super-resolves it
-(``steps`` consistency steps, noise from ``seed``) and each baseline upsamples it. Outputs are
-clipped and rounded to 8-bit values, as a saved image would be, then compared with the HR image:
+For every HR image under the ``data`` folder, subfolders included (cropped at the bottom/right to
+a multiple of 4): LR = :func:`rsisr.imageops.degrade` of the HR in [-1, 1] (the degradation
+training uses); the model super-resolves it (``steps`` consistency steps, noise from ``seed``) and
+each baseline upsamples it. Outputs are clipped and rounded to 8-bit values
+(:func:`rsisr.imageops.to_8bit`), as a saved image would be, then compared with the HR image:
 PSNR, SSIM and LPIPS per image (averaged over images), FID between the set of outputs and the set
 of HR images. Runtime is the mean wall time per image of the model's (or the baseline's) forward
 pass on the device, after one warm-up run, synchronised on CUDA.
@@ -37,14 +38,11 @@ import torch
 from rsisr import __version__
 from rsisr.config import SCALE
 from rsisr.errors import InputError, OutputError, RsisrWarning
-from rsisr.imageops import bicubic_down, bicubic_up, from_model_range, to_model_range
+from rsisr.evaluation import BASELINES, DEFAULT_FIGURES, IMAGE_SUFFIXES, METRICS
+from rsisr.imageops import bicubic_up, degrade, list_images, to_8bit, to_model_range
 
 log = logging.getLogger(__name__)
 
-METRICS = ("psnr", "ssim", "lpips", "fid")
-BASELINES = ("bicubic",)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-DEFAULT_FIGURES = 6
 MIN_HR_SIDE = 32  # LPIPS's AlexNet needs 31 px (two 3x3 max-pools after a stride-4 conv); SSIM 11
 
 
@@ -61,21 +59,6 @@ def parse_choice_list(spec: str | Sequence[str] | None, allowed: Sequence[str], 
     return tuple(n for n in allowed if n in names)
 
 
-def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name, the first ``limit`` of them."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"--data {str(folder)!r} is not a folder; give a folder of HR images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"--data {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if limit is not None:
-        if limit < 1:
-            raise InputError(f"--limit must be at least 1, got {limit}")
-        files = files[:limit]
-    return files
-
-
 def read_hr(path: Path) -> torch.Tensor:
     """An RGB image as (1, 3, H, W) float32 in [0, 255], cropped at the bottom/right to multiples of 4."""
     from PIL import Image
@@ -90,17 +73,6 @@ def read_hr(path: Path) -> torch.Tensor:
         raise InputError(f"image {str(path)!r} is {rgb.shape[1]}x{rgb.shape[0]}; evaluation needs at least "
                          f"{MIN_HR_SIDE}x{MIN_HR_SIDE} pixels")
     return torch.from_numpy(np.array(rgb[:h, :w])).permute(2, 0, 1)[None].float()
-
-
-def degrade(hr: torch.Tensor) -> torch.Tensor:
-    """HR (B, 3, H, W) in [0, 255] -> LR (B, 3, H/4, W/4) in [-1, 1]: ``bicubic_down``, clipped."""
-    return bicubic_down(to_model_range(hr / 255.0), SCALE).clamp(-1.0, 1.0)
-
-
-def to_8bit(x: torch.Tensor) -> torch.Tensor:
-    """Model-range output [-1, 1] -> float32 values in {0, ..., 255} (clipped, rounded), on the CPU."""
-    # float64 like rsisr.radiometry's inverse, so both round alike at .5 boundaries
-    return torch.round(from_model_range(x.float()).double() * 255.0).float().cpu()
 
 
 def model_runner(model, steps: int, seed: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -125,6 +97,15 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.T
 
 
 @dataclass
+class _Scorers:
+    """The requested metrics and the networks LPIPS and FID need (None: not requested or unavailable)."""
+
+    wanted: tuple[str, ...]
+    lpips_net: torch.nn.Module | None = None
+    inception: torch.nn.Module | None = None
+
+
+@dataclass
 class _Method:
     """Per-image results of one method (the model or a baseline)."""
 
@@ -133,6 +114,34 @@ class _Method:
     lpips: list[float] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+
+    def add(self, sr: torch.Tensor, hr: torch.Tensor, seconds: float, scorers: _Scorers) -> None:
+        """Score one output ``sr`` against ``hr``, both (1, 3, H, W) in [0, 255]."""
+        from rsisr.evaluation import metrics as pixel
+        from rsisr.evaluation import perceptual
+
+        self.seconds.append(seconds)
+        if "psnr" in scorers.wanted:
+            self.psnr.append(pixel.psnr(sr, hr).item())
+        if "ssim" in scorers.wanted:
+            self.ssim.append(pixel.ssim(sr, hr).item())
+        if scorers.lpips_net is not None:
+            self.lpips.append(perceptual.lpips_distance(scorers.lpips_net, sr, hr).item())
+        if scorers.inception is not None:
+            self.features.append(perceptual.inception_features(scorers.inception, sr))
+
+    def latest(self, count: int) -> dict[str, float]:
+        """PSNR, SSIM and LPIPS of image number ``count`` - 1 (those that were scored)."""
+        return {k: getattr(self, k)[-1] for k in ("psnr", "ssim", "lpips") if len(getattr(self, k)) == count}
+
+    def summary(self, hr_features: list[np.ndarray] | None) -> dict[str, float | None]:
+        """The report's metrics: means over the images; FID against ``hr_features`` (None: no FID)."""
+        from rsisr.evaluation.perceptual import frechet_distance
+
+        fid = None
+        if hr_features is not None:
+            fid = frechet_distance(np.concatenate(self.features), np.concatenate(hr_features))
+        return {"psnr": _mean(self.psnr), "ssim": _mean(self.ssim), "lpips": _mean(self.lpips), "fid": fid}
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -150,6 +159,18 @@ def _check_output(path: Path | None, overwrite: bool, what: str, parent_must_exi
         raise OutputError(f"{what} {str(path)!r} exists; pass --overwrite to replace it")
     if parent_must_exist and not path.parent.is_dir():
         raise OutputError(f"the folder of {what} {str(path)!r} does not exist; create it first")
+
+
+def _check_figures(figures_dir: Path | None, data: Path, overwrite: bool) -> None:
+    if figures_dir is None:
+        return
+    if figures_dir.exists() and not figures_dir.is_dir():
+        raise OutputError(f"--figures {str(figures_dir)!r} exists and is not a folder")
+    inside = figures_dir.resolve()
+    if data.resolve() in (inside, *inside.parents):
+        raise OutputError(f"--figures {str(figures_dir)!r} is inside --data {str(data)!r}, whose subfolders are "
+                          "evaluated too: choose a folder outside it")
+    _check_output(figures_dir / "summary.md", overwrite, "summary", parent_must_exist=False)
 
 
 def evaluate(
@@ -170,116 +191,38 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Evaluate a model (``model_path``; None: the bundled default) and baselines on the HR images
-    in ``data``; write the report to ``out`` (JSON) and, with ``figures``, comparison panels of the
-    first ``n_figures`` images and ``summary.md`` there. Returns the report.
+    in ``data`` and its subfolders; write the report to ``out`` (JSON) and, with ``figures``,
+    comparison panels of the first ``n_figures`` images and ``summary.md`` there. Returns the report.
 
     ``progress(done, total)`` is called after each image.
     """
-    from rsisr.api import load_model, parameter_counts, default_model_path
-    from rsisr.checkpoint import file_sha256
+    from rsisr.api import default_model_path, load_model
     from rsisr.device import resolve_device
-    from rsisr.evaluation import metrics as pixel
     from rsisr.evaluation import perceptual
 
-    wanted = parse_choice_list(metrics, METRICS, "metric")
-    if not wanted:
-        raise InputError(f"--metrics is empty; choose from: {', '.join(METRICS)}")
-    methods = ("model", *parse_choice_list(baselines, BASELINES, "baseline"))
-    if steps < 1:
-        raise InputError(f"--steps must be at least 1, got {steps}")
+    wanted, methods = _choices(metrics, baselines, steps)
+    data = Path(data)
     out = Path(out) if out is not None else None
     figures_dir = Path(figures) if figures is not None else None
     _check_output(out, overwrite, "report")
-    if figures_dir is not None:
-        if figures_dir.exists() and not figures_dir.is_dir():
-            raise OutputError(f"--figures {str(figures_dir)!r} exists and is not a folder")
-        _check_output(figures_dir / "summary.md", overwrite, "summary", parent_must_exist=False)
-    files = list_images(data, limit)
+    _check_figures(figures_dir, data, overwrite)
+    files = _hr_files(data, limit)
     dev = resolve_device(device)
     weights_dir = perceptual.metric_weights_dir(metric_weights) if {"lpips", "fid"} & set(wanted) else None
-
     if model_path is None:
         model_path = default_model_path()
     model = load_model(model_path, dev).eval()  # no default model shipped: a one-line CheckpointError
     model_path = Path(model_path)
-    cfg = model.config
-    counts = parameter_counts(cfg)
-
-    lpips_net = perceptual.load_lpips(weights_dir, dev) if "lpips" in wanted else None
-    inception = perceptual.load_fid_inception(weights_dir, dev) if "fid" in wanted else None
-
+    scorers = _Scorers(wanted, perceptual.load_lpips(weights_dir, dev) if "lpips" in wanted else None,
+                       perceptual.load_fid_inception(weights_dir, dev) if "fid" in wanted else None)
     model_sr = model_runner(model, steps, seed, dev)
-
-    def run_model(lr: torch.Tensor) -> torch.Tensor:
-        return timed(lambda: model_sr(lr), dev)
-
-    runners = {"model": run_model, "bicubic": lambda lr: timed(lambda: bicubic_up(lr, SCALE), dev)}
-    results = {m: _Method() for m in methods}
-    hr_features: list[np.ndarray] = []
-    panels: list[dict] = []
-    log.info("evaluating %s (%s, %d step(s)) and %s on %d images from %s on %s",
-             model_path, cfg.preset, steps, ", ".join(methods[1:]) or "no baseline", len(files), data, dev)
-
-    with torch.no_grad():
-        for index, path in enumerate(files):
-            hr = read_hr(path)
-            lr = degrade(hr).to(dev)
-            if index == 0:  # warm-up (CUDA context, cuDNN autotuning, allocator): not timed
-                for m in methods:
-                    runners[m](lr)
-            if inception is not None:
-                hr_features.append(perceptual.inception_features(inception, hr))
-            outputs = {}
-            for m in methods:
-                y, seconds = runners[m](lr)
-                sr = to_8bit(y)
-                outputs[m] = sr
-                r = results[m]
-                r.seconds.append(seconds)
-                if "psnr" in wanted:
-                    r.psnr.append(pixel.psnr(sr, hr).item())
-                if "ssim" in wanted:
-                    r.ssim.append(pixel.ssim(sr, hr).item())
-                if lpips_net is not None:
-                    r.lpips.append(perceptual.lpips_distance(lpips_net, sr, hr).item())
-                if inception is not None:
-                    r.features.append(perceptual.inception_features(inception, sr))
-            if figures_dir is not None and index < n_figures:
-                if "bicubic" not in outputs:
-                    outputs["bicubic"] = to_8bit(bicubic_up(lr, SCALE))
-                panels.append({
-                    "name": path.stem, "hr": hr, **{m: outputs[m] for m in ("model", "bicubic")},
-                    "metrics": {m: {k: getattr(results[m], k)[-1] for k in ("psnr", "ssim", "lpips")
-                                    if len(getattr(results[m], k)) == index + 1} for m in methods},
-                })
-            if progress is not None:
-                progress(index + 1, len(files))
-
-    fid_possible = inception is not None and len(files) >= 2
-    if inception is not None and not fid_possible:
-        warnings.warn(RsisrWarning("FID is reported as null: it needs at least 2 images"), stacklevel=2)
-    report = {
-        "rsisr_version": __version__,
-        "device": str(dev),
-        "model": {
-            "path": str(model_path.resolve()),
-            "sha256": file_sha256(model_path),
-            "preset": cfg.preset,
-            "inference_params": counts["decoder"] + counts["condnet"] + counts["unet"],
-        },
-        "data": {"path": str(Path(data).resolve()), "n_images": len(files)},
-        "metrics": {
-            m: {
-                "psnr": _mean(results[m].psnr),
-                "ssim": _mean(results[m].ssim),
-                "lpips": _mean(results[m].lpips),
-                "fid": perceptual.frechet_distance(np.concatenate(results[m].features), np.concatenate(hr_features))
-                if fid_possible else None,
-            }
-            for m in methods
-        },
-        "runtime_s_per_image": {m: float(np.mean(results[m].seconds)) for m in methods},
-    }
+    runners = {"model": lambda lr: timed(lambda: model_sr(lr), dev),
+               "bicubic": lambda lr: timed(lambda: bicubic_up(lr, SCALE), dev)}
+    log.info("evaluating %s (%s, %d step(s)) and %s on %d images from %s on %s", model_path, model.config.preset,
+             steps, ", ".join(methods[1:]) or "no baseline", len(files), data, dev)
+    results, hr_features, panels = _score(files, data, {m: runners[m] for m in methods}, scorers, dev,
+                                          n_figures if figures_dir is not None else 0, progress)
+    report = _report(dev, model_path, model.config, data, len(files), results, hr_features)
     for m in methods:
         log.info("%s: %s, %.4f s/image", m, report["metrics"][m], report["runtime_s_per_image"][m])
     if out is not None:
@@ -290,6 +233,88 @@ def evaluate(
         device_name = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
         write_figures(figures_dir, report, panels, steps=steps, seed=seed, device_name=device_name)
     return report
+
+
+def _choices(metrics, baselines, steps: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(metrics, methods) from the ``metrics`` and ``baselines`` lists; InputError on bad ones."""
+    wanted = parse_choice_list(metrics, METRICS, "metric")
+    if not wanted:
+        raise InputError(f"--metrics is empty; choose from: {', '.join(METRICS)}")
+    methods = ("model", *parse_choice_list(baselines, BASELINES, "baseline"))
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    return wanted, methods
+
+
+def _hr_files(data: Path, limit: int | None) -> list[Path]:
+    """The HR images of ``data`` (:func:`rsisr.imageops.list_images`), the first ``limit`` of them."""
+    files = list_images(data, IMAGE_SUFFIXES, "--data")
+    if limit is None:
+        return files
+    if limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    return files[:limit]
+
+
+@torch.no_grad()
+def _score(files: list[Path], data: Path, runners: dict[str, Callable], scorers: _Scorers, dev: torch.device,
+           n_figures: int, progress: Callable[[int, int], None] | None):
+    """Run and score every method on every image. Returns the per-method results, the HR images'
+    Inception features (FID) and the figure panels of the first ``n_figures`` images."""
+    results = {m: _Method() for m in runners}
+    hr_features: list[np.ndarray] = []
+    panels: list[dict] = []
+    for index, path in enumerate(files):
+        hr = read_hr(path)
+        lr = degrade(to_model_range(hr / 255.0)).to(dev)
+        if index == 0:  # warm-up (CUDA context, cuDNN autotuning, allocator): not timed
+            for run in runners.values():
+                run(lr)
+        if scorers.inception is not None:
+            from rsisr.evaluation.perceptual import inception_features
+
+            hr_features.append(inception_features(scorers.inception, hr))
+        outputs = {}
+        for m, run in runners.items():
+            y, seconds = run(lr)
+            outputs[m] = to_8bit(y)
+            results[m].add(outputs[m], hr, seconds, scorers)
+        if index < n_figures:
+            if "bicubic" not in outputs:
+                outputs["bicubic"] = to_8bit(bicubic_up(lr, SCALE))
+            panels.append({
+                "name": path.relative_to(data).with_suffix("").as_posix(), "hr": hr,
+                **{m: outputs[m] for m in ("model", "bicubic")},
+                "metrics": {m: r.latest(index + 1) for m, r in results.items()},
+            })
+        if progress is not None:
+            progress(index + 1, len(files))
+    return results, hr_features, panels
+
+
+def _report(dev: torch.device, model_path: Path, cfg, data: Path, n_images: int, results: dict[str, _Method],
+            hr_features: list[np.ndarray]) -> dict:
+    """The report (see the module docstring); FID where there were features of two images or more."""
+    from rsisr.api import parameter_counts
+    from rsisr.checkpoint import file_sha256
+
+    fid_possible = bool(hr_features) and n_images >= 2
+    if hr_features and not fid_possible:
+        warnings.warn(RsisrWarning("FID is reported as null: it needs at least 2 images"), stacklevel=3)
+    counts = parameter_counts(cfg)
+    return {
+        "rsisr_version": __version__,
+        "device": str(dev),
+        "model": {
+            "path": str(model_path.resolve()),
+            "sha256": file_sha256(model_path),
+            "preset": cfg.preset,
+            "inference_params": counts["decoder"] + counts["condnet"] + counts["unet"],
+        },
+        "data": {"path": str(data.resolve()), "n_images": n_images},
+        "metrics": {m: r.summary(hr_features if fid_possible else None) for m, r in results.items()},
+        "runtime_s_per_image": {m: float(np.mean(r.seconds)) for m, r in results.items()},
+    }
 
 
 def write_report(report: dict, path: str | os.PathLike) -> Path:

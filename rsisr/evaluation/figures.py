@@ -92,6 +92,7 @@ def comparison_panel(path: str | Path, panel: dict, model_label: str) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a panel of data/sub/x.png is figures/sub/x.png
     with atomic_path(path, "figure") as tmp:
         fig.savefig(tmp, format="png")
     return path

@@ -92,7 +92,7 @@ def _unavailable(metric: str, reason: str) -> None:
         MetricWeightsWarning(
             f"{metric} is reported as null: {reason}. Pass --metric-weights DIR (or set ${ENV_VAR}); {HOW_TO_GET}"
         ),
-        stacklevel=3,
+        stacklevel=4,  # the caller of load_lpips / load_fid_inception
     )
 
 
@@ -134,21 +134,14 @@ def build_lpips_local(folder: str | os.PathLike, net: str = "alex", layers: int 
 def load_lpips(folder: Path | None, device: torch.device) -> nn.Module | None:
     """LPIPS-alex on ``device`` from local weights, else by the package's download, else None
     (with a :class:`MetricWeightsWarning`)."""
-    try:
-        import lpips
-    except ImportError as exc:
-        _unavailable("LPIPS", f"the lpips package is not installed ({exc}; pip install 'rsisr[eval]')")
-        return None
-    if folder is not None:
-        return build_lpips_local(folder).to(device)
-    try:
+
+    def download(lpips) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = lpips.LPIPS(net="alex", version="0.1", verbose=False)
-    except Exception as exc:  # offline: URLError, OSError, RuntimeError from torch.hub
-        _unavailable("LPIPS", f"no local weights and the AlexNet download failed ({type(exc).__name__}: {exc})")
-        return None
-    return net.eval().requires_grad_(False).to(device)
+            return lpips.LPIPS(net="alex", version="0.1", verbose=False)
+
+    return _load_net("LPIPS", folder, device, package="lpips", local=build_lpips_local, download=download,
+                     what="the lpips package", download_of="AlexNet")
 
 
 @torch.no_grad()
@@ -191,19 +184,33 @@ def build_fid_inception_local(folder: str | os.PathLike) -> nn.Module:
 def load_fid_inception(folder: Path | None, device: torch.device) -> nn.Module | None:
     """The FID Inception on ``device`` from local weights, else by pytorch-fid's download, else
     None (with a :class:`MetricWeightsWarning`)."""
+
+    def download(inception) -> nn.Module:
+        return inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], use_fid_inception=True)
+
+    return _load_net("FID", folder, device, package="pytorch_fid.inception", local=build_fid_inception_local,
+                     download=download, what="pytorch-fid", download_of="Inception")
+
+
+def _load_net(metric: str, folder: Path | None, device: torch.device, *, package: str, local, download,
+              what: str, download_of: str) -> nn.Module | None:
+    """The network of ``metric``: ``local(folder)``, else ``download(package module)``; None with a
+    :class:`MetricWeightsWarning` when ``package`` is missing or the download fails."""
+    import importlib
+
     try:
-        from pytorch_fid import inception
+        module = importlib.import_module(package)
     except ImportError as exc:
-        _unavailable("FID", f"pytorch-fid is not installed ({exc}; pip install 'rsisr[eval]')")
+        _unavailable(metric, f"{what} is not installed ({exc}; pip install 'rsisr[eval]')")
         return None
     if folder is not None:
-        return build_fid_inception_local(folder).to(device)
+        return local(folder).to(device)
     try:
-        net = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], use_fid_inception=True)
-    except Exception as exc:  # offline
-        _unavailable("FID", f"no local weights and the Inception download failed ({type(exc).__name__}: {exc})")
+        net = download(module)
+    except Exception as exc:  # offline: URLError, OSError, RuntimeError from torch.hub
+        _unavailable(metric, f"no local weights and the {download_of} download failed ({type(exc).__name__}: {exc})")
         return None
-    return net.eval().to(device)
+    return net.eval().requires_grad_(False).to(device)
 
 
 @torch.no_grad()

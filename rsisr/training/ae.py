@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
@@ -27,25 +26,16 @@ from rsisr.checkpoint import save_model
 from rsisr.config import SCALE
 from rsisr.device import autocast
 from rsisr.errors import ConfigError
-from rsisr.imageops import bicubic_up
+from rsisr.imageops import bicubic_up, degrade
 from rsisr.training.config import TrainingConfig
-from rsisr.training.data import make_lr
 from rsisr.training.discriminator import PatchDiscriminator
 from rsisr.training.losses import adaptive_weight, generator_loss, hinge_d_loss, l1_sum
+from rsisr.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def make_scaler(device: torch.device, precision: str):
-    """A gradient scaler for fp16 on CUDA; disabled (a no-op) otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
-
-
-def use_channels_last(cfg: TrainingConfig, device: torch.device) -> bool:
-    return cfg.run.channels_last if cfg.run.channels_last is not None else device.type == "cuda"
-
-
-class AETrainer:
+class AETrainer(Trainer):
     """Train a :class:`~rsisr.models.autoencoder.ResidualAutoencoder` and its discriminator."""
 
     stage = "ae"
@@ -54,13 +44,9 @@ class AETrainer:
                  init: torch.nn.Module | None = None, metric_weights=None):
         from rsisr.api import build_autoencoder
 
+        super().__init__(cfg, device)
         s = cfg.ae
-        self.cfg = cfg
-        self.device = device
-        self.precision = cfg.run.precision
-        self.channels_last = use_channels_last(cfg, device)
         self.disc_start = s.disc_start if s.disc_start is not None else total_steps // 4
-        torch.manual_seed(cfg.train.seed)
         self.ae = build_autoencoder(cfg.model)
         if init is not None:
             self.ae.load_state_dict(init.state_dict())
@@ -76,9 +62,8 @@ class AETrainer:
         params = [p for p in self.ae.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=s.lr, betas=tuple(s.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.disc_lr or s.lr, betas=tuple(s.betas))
-        self.scaler = make_scaler(device, self.precision)
-        # Posterior samples z ~ q(z | hr, lr_up) are drawn from this generator (saved with the run).
-        self.generator = torch.Generator(device).manual_seed(cfg.train.seed + 1)
+        self.models = {"ae": self.ae, "disc": self.disc}
+        self.optimizers = {"ae": self.opt, "disc": self.opt_d}
         self.perceptual = _perceptual(s.perceptual_weight, s.perceptual_layers, metric_weights, device)
         self.loss_names = ("loss", "l1", "kl", "g", "d", "adv_weight") + (("lpips",) if self.perceptual else ())
         if cfg.run.compile:
@@ -87,8 +72,8 @@ class AETrainer:
             from torch._functorch import config as functorch_config
 
             functorch_config.donated_buffer = False
-        self.ae_fwd = torch.compile(self.ae) if cfg.run.compile else self.ae
-        self.disc_fwd = torch.compile(self.disc) if cfg.run.compile else self.disc
+        self.ae_fwd = self.compiled(self.ae)
+        self.disc_fwd = self.compiled(self.disc)
         if s.adv_weight > 0:
             log.info("stage 1: L1 only for steps < %d, then L1 + KL + adversarial", self.disc_start)
         else:
@@ -97,17 +82,13 @@ class AETrainer:
         if not s.train_encoder:
             log.info("stage 1: encoder frozen (ae.train_encoder=false), only the decoder learns")
 
-    def prepare(self, hr: torch.Tensor) -> torch.Tensor:
-        hr = hr.to(self.device, non_blocking=True)
-        return hr.contiguous(memory_format=torch.channels_last) if self.channels_last else hr
-
     def train_step(self, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         s = self.cfg.ae
         late = step >= self.disc_start
         adversarial = late and s.adv_weight > 0
         self.ae.train()
         self.disc.train()
-        lr = make_lr(hr)
+        lr = degrade(hr)
         pixels = hr[0].numel()
         with autocast(self.device, self.precision):
             sr, posterior = self.ae_fwd(hr, lr, sample=True, generator=self.generator)
@@ -127,53 +108,24 @@ class AETrainer:
                 weight = adaptive_weight(rec, g, self.ae.decoder.tail[-1].weight, s.adv_weight)
                 loss = loss + weight * g
                 out["g"], out["adv_weight"] = g.detach(), weight.detach()
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
+        self.optimise(loss, self.opt)
         if adversarial:
             with autocast(self.device, self.precision):
                 d = hinge_d_loss(self.disc_fwd(hr), self.disc_fwd(sr.detach()))
-            self.opt_d.zero_grad(set_to_none=True)
-            self.scaler.scale(d).backward()
-            self.scaler.step(self.opt_d)
+            self.optimise(d, self.opt_d)
             out["d"] = d.detach()
         self.scaler.update()
         # The optimised loss is on the summed scale; report it per pixel so it reads like the L1.
         out["loss"] = loss.detach().float() / pixels
         return out
 
-    @torch.no_grad()
-    def validate(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Single-step SR for stage 1 = reconstruction D(lr, mode of E(hr, lr_up)). Returns (sr, hr)."""
+    def super_resolve(self, hr: torch.Tensor) -> torch.Tensor:
+        """Single-step SR for stage 1 = reconstruction D(lr, mode of E(hr, lr_up))."""
         self.ae.eval()
-        outs = []
-        for chunk in hr.split(self.cfg.ae.batch_size):
-            chunk = self.prepare(chunk)
-            lr = make_lr(chunk)
-            with autocast(self.device, self.precision):
-                z = self.ae.encode(chunk, bicubic_up(lr, SCALE)).mode()
-                outs.append(self.ae.decode(lr, z).float().cpu())
-        return torch.cat(outs), hr
-
-    def learning_rate(self) -> float:
-        return float(self.opt.param_groups[0]["lr"])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "models": {"ae": self.ae.state_dict(), "disc": self.disc.state_dict()},
-            "optimizers": {"ae": self.opt.state_dict(), "disc": self.opt_d.state_dict()},
-            "scaler": self.scaler.state_dict(),
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.ae.load_state_dict(state["models"]["ae"])
-        self.disc.load_state_dict(state["models"]["disc"])
-        self.opt.load_state_dict(state["optimizers"]["ae"])
-        self.opt_d.load_state_dict(state["optimizers"]["disc"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["generator"])
+        lr = degrade(hr)
+        with autocast(self.device, self.precision):
+            z = self.ae.encode(hr, bicubic_up(lr, SCALE)).mode()
+            return self.ae.decode(lr, z)
 
     def export(self, path: Path) -> Path:
         """The trained autoencoder (``rsisr.load_autoencoder``; ``rsisr train lcm --ae``)."""

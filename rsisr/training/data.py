@@ -4,7 +4,7 @@ Every sample is a pure function of (seed, stream position): the data order is a 
 permutation per pass (epoch) and the crop, flips and rotation of a sample come from a generator
 keyed on (seed, position). A resumed run therefore continues the exact same stream, whatever the
 number of loader workers. LR images are made from the HR batch on the training device by
-:func:`rsisr.imageops.bicubic_down` (see :func:`make_lr`).
+:func:`rsisr.imageops.degrade`.
 
 PNG/JPEG are read with Pillow, TIFF/GeoTIFF with rasterio (random windows; the first three
 bands, a single band replicated; non-uint8 values scaled as ``rsisr upscale`` does, with
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rsisr.errors import InputError
+from rsisr.imageops import list_images
 from rsisr.radiometry import Scaling, resolve_scaling
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,6 @@ class FolderScan:
     too_small: int
     #: (path, why) of every unreadable image that was skipped
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); InputError if missing or holding none."""
-    folder = Path(folder)
-    if not str(folder) or not folder.is_dir():
-        raise InputError(f"data folder {str(folder)!r} does not exist; pass a folder of PNG, JPEG or GeoTIFF images")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-    if not files:
-        raise InputError(
-            f"data folder {folder} holds no images ({', '.join(SUFFIXES)}); pass a folder of training images"
-        )
-    return files
 
 
 #: Rows decoded at once when :func:`_scan_one` checks every block of a raster.
@@ -120,7 +108,7 @@ def scan_folder(folder: str | Path, crop: int, scale: str = "auto", strict: bool
     """
     from rsisr.errors import RsisrError
 
-    files = list_images(folder)
+    files = list_images(folder, SUFFIXES, "data folder")
     images, too_small, skipped = [], 0, []
     for path in files:
         try:
@@ -304,10 +292,3 @@ def load_val_set(images: list[ImageRecord], crop: int, count: int) -> torch.Tens
         crops.append(torch.from_numpy(np.ascontiguousarray(arr)))
     return torch.stack(crops) * 2.0 - 1.0
 
-
-def make_lr(hr: torch.Tensor) -> torch.Tensor:
-    """THE degradation (:func:`rsisr.imageops.bicubic_down`, antialiased bicubic /4, as
-    ``rsisr evaluate``), clamped to [-1, 1] like every input the model sees at inference."""
-    from rsisr.imageops import bicubic_down
-
-    return bicubic_down(hr, 4).clamp(-1.0, 1.0)

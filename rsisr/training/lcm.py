@@ -31,13 +31,12 @@ from rsisr.checkpoint import save_model
 from rsisr.config import SCALE
 from rsisr.device import autocast
 from rsisr.errors import ConfigError
-from rsisr.imageops import bicubic_up
+from rsisr.imageops import bicubic_up, degrade
 from rsisr.models.consistency import q_sample
 from rsisr.models.lcmsr import LCMSR
-from rsisr.training.ae import make_scaler, use_channels_last
-from rsisr.training.common import ema_update
 from rsisr.training.config import TrainingConfig
-from rsisr.training.data import make_lr
+from rsisr.training.state import ema_update
+from rsisr.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +44,21 @@ log = logging.getLogger(__name__)
 VAL_NOISE_SEED = 1234
 
 
-class LCMTrainer:
+class LCMTrainer(Trainer):
     """Train CondNet + UNet of an :class:`~rsisr.models.lcmsr.LCMSR` on a frozen autoencoder."""
 
     stage = "lcm"
     loss_names = ("loss", "ct", "kd")
 
     def __init__(self, cfg: TrainingConfig, device: torch.device, autoencoder: torch.nn.Module):
-        s = cfg.lcm
-        self.cfg = cfg
-        self.device = device
-        self.precision = cfg.run.precision
-        self.channels_last = use_channels_last(cfg, device)
         multiple = 4 * cfg.model.lr_multiple
         if cfg.data.crop % multiple:
             raise ConfigError(
                 f"data.crop={cfg.data.crop} does not suit this UNet: stage 2 needs HR crops that are "
                 f"multiples of {multiple} (the latent, crop/8, is halved {len(cfg.model.unet.ch_mult) - 1} times)"
             )
-        torch.manual_seed(cfg.train.seed)
+        super().__init__(cfg, device)
+        s = cfg.lcm
         self.ae = autoencoder.to(device).eval().requires_grad_(False)
         self.model = LCMSR(cfg.model).to(device)
         self.model.decoder.load_state_dict(self.ae.decoder.state_dict())
@@ -74,18 +69,13 @@ class LCMTrainer:
                 m.to(memory_format=torch.channels_last)
         self.trainable = [*self.model.condnet.parameters(), *self.model.unet.parameters()]
         self.opt = torch.optim.AdamW(self.trainable, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
-        self.scaler = make_scaler(device, self.precision)
-        # Posterior samples, timesteps and noise come from this generator (saved with the run).
-        self.generator = torch.Generator(device).manual_seed(cfg.train.seed + 1)
+        self.models = {"model": self.model, "ema": self.ema}
+        self.optimizers = {"model": self.opt}
         self.ema_updates = 0
         #: sha256 of the autoencoder file, kept in the training state so a resume can check it.
         self.ae_sha256: str | None = None
-        self.condnet_fwd = torch.compile(self.model.condnet) if cfg.run.compile else self.model.condnet
-        self.f_fwd = torch.compile(self.model.consistency) if cfg.run.compile else self.model.consistency
-
-    def prepare(self, hr: torch.Tensor) -> torch.Tensor:
-        hr = hr.to(self.device, non_blocking=True)
-        return hr.contiguous(memory_format=torch.channels_last) if self.channels_last else hr
+        self.condnet_fwd = self.compiled(self.model.condnet)
+        self.f_fwd = self.compiled(self.model.consistency)
 
     @torch.no_grad()
     def encode(self, hr: torch.Tensor, lr_up: torch.Tensor) -> torch.Tensor:
@@ -101,7 +91,7 @@ class LCMTrainer:
         zs = []
         for hr in batches:
             hr = self.prepare(hr)
-            zs.append(self.encode(hr, bicubic_up(make_lr(hr), SCALE)).flatten())
+            zs.append(self.encode(hr, bicubic_up(degrade(hr), SCALE)).flatten())
         std = float(torch.cat(zs).std())
         if not std > 0:
             raise ConfigError("the autoencoder's latents have zero spread on this data; is --ae a trained autoencoder?")
@@ -115,8 +105,7 @@ class LCMTrainer:
         d = self.cfg.model.diffusion
         self.model.condnet.train()
         self.model.consistency.train()
-        lr = make_lr(hr)
-        lr_up = bicubic_up(lr, SCALE)
+        lr_up = bicubic_up(degrade(hr), SCALE)
         z0 = self.model.scale_factor * self.encode(hr, lr_up)
         b = z0.shape[0]
         t_k = torch.randint(0, d.timesteps, (b,), generator=self.generator, device=self.device)
@@ -134,50 +123,29 @@ class LCMTrainer:
             ct = F.l1_loss(pred.float(), target.float())
             kd = F.l1_loss(cond.float(), z0)
             loss = ct + s.kd_weight * kd if s.kd else ct
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
+        self.optimise(loss, self.opt)
         self.scaler.update()
         ema_update(self.ema.condnet, self.model.condnet, s.ema_decay, self.ema_updates)
         ema_update(self.ema.consistency, self.model.consistency, s.ema_decay, self.ema_updates)
         self.ema_updates += 1
         return {"loss": loss.detach(), "ct": ct.detach(), "kd": kd.detach()}
 
-    @torch.no_grad()
-    def validate(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def super_resolve(self, hr: torch.Tensor) -> torch.Tensor:
         """Single-step SR of the EMA model, each image with the noise ``rsisr upscale --seed
-        VAL_NOISE_SEED`` would give it (:func:`rsisr.noise.tile_noises`). Returns (sr, hr)."""
+        VAL_NOISE_SEED`` would give it (:func:`rsisr.noise.tile_noises`)."""
         from rsisr.noise import tile_noises
 
-        outs = []
-        for chunk in hr.split(self.cfg.lcm.batch_size):
-            lr = make_lr(self.prepare(chunk))
-            noises = [torch.from_numpy(n).to(self.device) for n in tile_noises(
-                self.ema.latent_shape, VAL_NOISE_SEED, 1, [(0, 0)] * len(lr), *lr.shape[-2:])]
-            with autocast(self.device, self.precision):
-                outs.append(self.ema(lr, noises, 1).float().cpu())
-        return torch.cat(outs), hr
-
-    def learning_rate(self) -> float:
-        return float(self.opt.param_groups[0]["lr"])
+        lr = degrade(hr)
+        noises = [torch.from_numpy(n).to(self.device) for n in tile_noises(
+            self.ema.latent_shape, VAL_NOISE_SEED, 1, [(0, 0)] * len(lr), *lr.shape[-2:])]
+        with autocast(self.device, self.precision):
+            return self.ema(lr, noises, 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "models": {"model": self.model.state_dict(), "ema": self.ema.state_dict()},
-            "optimizers": {"model": self.opt.state_dict()},
-            "scaler": self.scaler.state_dict(),
-            "generator": self.generator.get_state(),
-            "ema_updates": self.ema_updates,
-            "ae_sha256": self.ae_sha256,
-        }
+        return {**super().state_dict(), "ema_updates": self.ema_updates, "ae_sha256": self.ae_sha256}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(state["models"]["model"])
-        self.ema.load_state_dict(state["models"]["ema"])
-        self.opt.load_state_dict(state["optimizers"]["model"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["generator"])
+        super().load_state_dict(state)
         self.ema_updates = int(state["ema_updates"])
 
     def export(self, path: Path) -> Path:
