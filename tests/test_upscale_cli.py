@@ -84,14 +84,6 @@ def test_bad_inputs_are_one_line_errors(make_geotiff, tiny_model_file, tmp_path)
     assert exists.read_bytes() == b"x"
 
 
-def test_missing_model_says_pass_model(make_geotiff, tmp_path, monkeypatch):
-    """Without the bundled weights file (a stripped install), the error says to pass --model."""
-    import rsisr.api
-
-    monkeypatch.setattr(rsisr.api, "DEFAULT_MODEL_PATH", tmp_path / "none.safetensors")
-    one_line_error(run(make_geotiff(), "-o", tmp_path / "o.tif"), "--model")
-
-
 def test_options_match_the_library():
     """--option names are upscale_file's keywords, with the same defaults (rsisr batch passes them on)."""
     from rsisr.upscale import upscale_file
