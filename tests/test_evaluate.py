@@ -72,15 +72,21 @@ def test_report_has_the_fixed_keys_and_matches_a_direct_computation(hr_dir, tiny
     from rsisr.imageops import bicubic_up
     from rsisr.noise import tile_noises
 
+    from rsisr.device import autocast, resolve_precision
+
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu)  # evaluate runs the model as `rsisr upscale` does
     model = rsisr.load_model(tiny_model_file).eval()
+    if precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
     values = {"model": [], "bicubic": []}
     for path in sorted(hr_dir.glob("*.png")):
         hr = read_hr(path)
         assert hr.shape[-2] % 4 == 0 and hr.shape[-1] % 4 == 0
         lr = degrade(to_model_range(hr / 255.0))
-        with torch.no_grad():
+        with torch.no_grad(), autocast(cpu, precision):
             noises = [torch.from_numpy(n) for n in tile_noises(model.latent_shape, 3, 1, [(0, 0)], *lr.shape[-2:])]
-            sr = to_8bit(model(lr, noises, 1).clamp(-1, 1))
+            sr = to_8bit(model(lr, noises, 1).float().clamp(-1, 1))
         values["model"].append((psnr(sr, hr).item(), ssim(sr, hr).item()))
         values["bicubic"].append((psnr(to_8bit(bicubic_up(lr)), hr).item(), ssim(to_8bit(bicubic_up(lr)), hr).item()))
     for method, pairs in values.items():
