@@ -33,3 +33,6 @@ def test_wheel_installs_and_runs_help(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.startswith("cli/") for n in names)
     assert any(n.startswith("rsisr_cli/") for n in names)
+    # every module of the source tree is in the wheel (a subpackage missing from pyproject's list is not)
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "rsisr").rglob("*.py")}
+    assert not sources - set(names), sorted(sources - set(names))
