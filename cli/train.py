@@ -86,13 +86,17 @@ def train() -> None:
 @click.option("--decoder-only", is_flag=True,
               help="With --init: freeze the encoder and fine-tune only the decoder (ae.train_encoder=false); "
                    "the latent space stays the same.")
+@click.option("--lcm", "lcm", type=click.Path(), default=None,
+              help="Fine-tune the decoder of this stage-2 model (RUN_DIR/model.safetensors of `rsisr train lcm`, "
+                   "or that RUN_DIR) on the latents it predicts in one step; writes that model with the new decoder.")
 @_common_options
-def train_ae(init, decoder_only, **kwargs) -> None:
+def train_ae(init, decoder_only, lcm, **kwargs) -> None:
     """Stage 1: train the residual autoencoder.
 
     Loss: L1, then L1 + KL + PatchGAN (DESIGN.md). Writes RUN_DIR/model.safetensors, the input of `rsisr train lcm --ae`.
+    With --lcm: fine-tunes a stage-2 model's decoder on that model's own latents instead.
     """
-    extra = {"ae.train_encoder": False if decoder_only else None}
+    extra = {"ae.train_encoder": False if decoder_only else None, "ae.lcm": lcm}
     _run("ae", init=init, extra=extra, **kwargs)
 
 

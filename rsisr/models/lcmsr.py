@@ -54,15 +54,23 @@ class LCMSR(nn.Module):
     def forward(self, lr: torch.Tensor, noises: Sequence[torch.Tensor], steps: int = 1) -> torch.Tensor:
         """Super-resolve (B, 3, h, w) in [-1, 1] with the given per-step noises of
         :meth:`latent_shape`; returns (B, 3, 4h, 4w) in [-1, 1] (not clamped)."""
-        lr_pad, (h, w) = pad_to_multiple(lr, self.config.lr_multiple)
+        h, w = lr.shape[-2:]
+        lr_pad, z = self.predict_latent(lr, noises, steps)
+        sr = self.decoder(lr_pad, z)
+        return sr[..., : h * SCALE, : w * SCALE]
+
+    def predict_latent(self, lr: torch.Tensor, noises: Sequence[torch.Tensor],
+                       steps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's inputs for ``lr``: the LR padded to the model's multiple and the sampled
+        latent z_0 / scale_factor (what ``forward`` decodes)."""
+        lr_pad, _ = pad_to_multiple(lr, self.config.lr_multiple)
         expected = (lr.shape[0], self.config.autoencoder.z_channels, lr_pad.shape[-2] // 2, lr_pad.shape[-1] // 2)
         for noise in noises[:steps]:
             if tuple(noise.shape) != expected:
                 raise ValueError(f"noise must have shape {expected}, got {tuple(noise.shape)}")
         cond = self.condnet(bicubic_up(lr_pad, SCALE))
         z0 = sample(self.consistency, cond, [n.to(lr.device) for n in noises], steps)
-        sr = self.decoder(lr_pad, z0 / self.scale_factor.to(z0.dtype))
-        return sr[..., : h * SCALE, : w * SCALE]
+        return lr_pad, z0 / self.scale_factor.to(z0.dtype)
 
     def make_noises(
         self, lr_shape: Sequence[int], steps: int = 1, seed: int | None = None,

@@ -11,6 +11,11 @@ Loss (LDM's ``LPIPSWithDiscriminator`` as the reference uses it, on the paper's 
 starts from a trained autoencoder; ``ae.train_encoder = false`` (``--decoder-only``) freezes its
 encoder, so the latent space, and any stage-2 model trained on it, stay valid.
 
+``ae.lcm`` (``--lcm``) fine-tunes the decoder of a stage-2 model on the latents that model
+predicts in one step from the LR input (its CondNet and UNet frozen), instead of the encoder's
+latents of the HR image: the decoder learns to decode what inference feeds it, errors included.
+The KL term does not apply; the run exports that stage-2 model with the new decoder.
+
 Departure from the reference: its KL term is on from the first step (its ``disc_start`` only
 gates the GAN); the paper says "only L1" for the first part, which we follow.
 """
@@ -41,7 +46,7 @@ class AETrainer(Trainer):
     stage = "ae"
 
     def __init__(self, cfg: TrainingConfig, device: torch.device, total_steps: int,
-                 init: torch.nn.Module | None = None, metric_weights=None):
+                 init: torch.nn.Module | None = None, metric_weights=None, lcm: torch.nn.Module | None = None):
         from rsisr.api import build_autoencoder
 
         super().__init__(cfg, device)
@@ -51,14 +56,16 @@ class AETrainer(Trainer):
         if init is not None:
             self.ae.load_state_dict(init.state_dict())
         self.ae.to(device)
-        if not s.train_encoder:
+        self.lcm = _frozen_lcm(lcm, self.ae, device)
+        if not s.train_encoder or self.lcm is not None:
             # Only the decoder learns: the latent space stays the one ``init`` was trained to.
             self.ae.encoder.requires_grad_(False)
             self.ae.quant_conv.requires_grad_(False)
         self.disc = PatchDiscriminator(3, s.disc_channels, s.disc_layers).to(device)
         if self.channels_last:
-            self.ae.to(memory_format=torch.channels_last)
-            self.disc.to(memory_format=torch.channels_last)
+            for m in (self.ae, self.disc, self.lcm):
+                if m is not None:
+                    m.to(memory_format=torch.channels_last)
         params = [p for p in self.ae.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=s.lr, betas=tuple(s.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.disc_lr or s.lr, betas=tuple(s.betas))
@@ -74,12 +81,15 @@ class AETrainer(Trainer):
             functorch_config.donated_buffer = False
         self.ae_fwd = self.compiled(self.ae)
         self.disc_fwd = self.compiled(self.disc)
+        self.dec_fwd = self.compiled(self.ae.decoder)
         if s.adv_weight > 0:
             log.info("stage 1: L1 only for steps < %d, then L1 + KL + adversarial", self.disc_start)
         else:
             log.info("stage 1: L1 only for steps < %d, then L1 + KL (ae.adv_weight=0: no adversarial term)",
                      self.disc_start)
-        if not s.train_encoder:
+        if self.lcm is not None:
+            log.info("decoder fine-tuning on the stage-2 model's single-step latents (ae.lcm=%s)", s.lcm)
+        elif not s.train_encoder:
             log.info("stage 1: encoder frozen (ae.train_encoder=false), only the decoder learns")
 
     def train_step(self, hr: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
@@ -91,14 +101,13 @@ class AETrainer(Trainer):
         lr = degrade(hr)
         pixels = hr[0].numel()
         with autocast(self.device, self.precision):
-            sr, posterior = self.ae_fwd(hr, lr, sample=True, generator=self.generator)
+            sr, kl = self.reconstruct(hr, lr)
             rec = l1_sum(sr, hr)
             out: dict[str, torch.Tensor] = {"l1": rec.detach() / pixels}
             if self.perceptual is not None:
                 p = self.perceptual(sr.float(), hr.float()).mean()
                 rec = rec + s.perceptual_weight * p * pixels
                 out["lpips"] = p.detach()
-            kl = posterior.kl().mean()
             out["kl"] = kl.detach()
             loss = rec
             if late:
@@ -119,17 +128,48 @@ class AETrainer(Trainer):
         out["loss"] = loss.detach().float() / pixels
         return out
 
+    def reconstruct(self, hr: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's output for a training batch and the posterior's KL term: D(lr, z) with z
+        a sample of E(hr, lr_up), or with ``ae.lcm`` the stage-2 model's single-step latent for
+        ``lr`` from fresh noise (KL 0: no posterior)."""
+        if self.lcm is None:
+            sr, posterior = self.ae_fwd(hr, lr, sample=True, generator=self.generator)
+            return sr, posterior.kl().mean()
+        noise = torch.randn(self.lcm.latent_shape(*lr.shape[-2:], lr.shape[0]), generator=self.generator,
+                            device=self.device)
+        with torch.no_grad():
+            lr_pad, z = self.lcm.predict_latent(lr, [noise], 1)
+        sr = self.dec_fwd(lr_pad, z)
+        return sr[..., : hr.shape[-2], : hr.shape[-1]], torch.zeros((), device=self.device)
+
     def super_resolve(self, hr: torch.Tensor) -> torch.Tensor:
-        """Single-step SR for stage 1 = reconstruction D(lr, mode of E(hr, lr_up))."""
+        """Single-step SR for stage 1 = reconstruction D(lr, mode of E(hr, lr_up)); with ``ae.lcm``,
+        the stage-2 model's single-step SR with the decoder being trained."""
         self.ae.eval()
         lr = degrade(hr)
+        if self.lcm is not None:
+            from rsisr.training.lcm import validation_sr
+
+            return validation_sr(self.lcm, lr, self.device, self.precision)
         with autocast(self.device, self.precision):
             z = self.ae.encode(hr, bicubic_up(lr, SCALE)).mode()
             return self.ae.decode(lr, z)
 
     def export(self, path: Path) -> Path:
-        """The trained autoencoder (``rsisr.load_autoencoder``; ``rsisr train lcm --ae``)."""
-        return save_model(self.ae, path)
+        """The trained autoencoder (``rsisr.load_autoencoder``; ``rsisr train lcm --ae``); with
+        ``ae.lcm``, the stage-2 model with the trained decoder (``rsisr upscale --model``)."""
+        return save_model(self.ae if self.lcm is None else self.lcm, path)
+
+
+def _frozen_lcm(lcm: torch.nn.Module | None, ae: torch.nn.Module, device: torch.device):
+    """The stage-2 model of ``ae.lcm`` on ``device``, its CondNet and UNet frozen in eval mode and
+    its decoder replaced by ``ae``'s, which starts from the stage-2 model's decoder; or None."""
+    if lcm is None:
+        return None
+    ae.decoder.load_state_dict(lcm.decoder.state_dict())
+    lcm = lcm.to(device).eval().requires_grad_(False)
+    lcm.decoder = ae.decoder
+    return lcm
 
 
 def check_perceptual_weights(weight: float, folder) -> None:

@@ -131,15 +131,8 @@ class LCMTrainer(Trainer):
         return {"loss": loss.detach(), "ct": ct.detach(), "kd": kd.detach()}
 
     def super_resolve(self, hr: torch.Tensor) -> torch.Tensor:
-        """Single-step SR of the EMA model, each image with the noise ``rsisr upscale --seed
-        VAL_NOISE_SEED`` would give it (:func:`rsisr.noise.tile_noises`)."""
-        from rsisr.noise import tile_noises
-
-        lr = degrade(hr)
-        noises = [torch.from_numpy(n).to(self.device) for n in tile_noises(
-            self.ema.latent_shape, VAL_NOISE_SEED, 1, [(0, 0)] * len(lr), *lr.shape[-2:])]
-        with autocast(self.device, self.precision):
-            return self.ema(lr, noises, 1)
+        """Single-step SR of the EMA model (:func:`validation_sr`)."""
+        return validation_sr(self.ema, degrade(hr), self.device, self.precision)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "ema_updates": self.ema_updates, "ae_sha256": self.ae_sha256}
@@ -151,3 +144,14 @@ class LCMTrainer(Trainer):
     def export(self, path: Path) -> Path:
         """The inference model with the EMA weights (``rsisr.load_model``, ``rsisr upscale --model``)."""
         return save_model(self.ema, path)
+
+
+def validation_sr(model: LCMSR, lr: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """Single-step SR of ``model`` for the validation batch ``lr``, each image with the noise
+    ``rsisr upscale --seed VAL_NOISE_SEED`` would give it (:func:`rsisr.noise.tile_noises`)."""
+    from rsisr.noise import tile_noises
+
+    noises = [torch.from_numpy(n).to(device) for n in tile_noises(
+        model.latent_shape, VAL_NOISE_SEED, 1, [(0, 0)] * len(lr), *lr.shape[-2:])]
+    with autocast(device, precision):
+        return model(lr, noises, 1)

@@ -106,6 +106,9 @@ def _resolve(stage: str, stored: Mapping[str, Any] | None, *, ae, init, preset, 
             raise InputError("rsisr train lcm needs --ae PATH: the model.safetensors of an `rsisr train ae` run")
     else:
         path = init if init is not None else overrides.get("ae.init", stored_section.get("init"))
+        lcm = overrides.get("ae.lcm", stored_section.get("lcm"))
+        if lcm and not path:
+            return _resolve_lcm_decoder(lcm, stored, overrides, preset)
     autoencoder = None
     if path:
         autoencoder, overrides[f"{stage}.{'ae' if stage == 'lcm' else 'init'}"] = _load_stage1(path)
@@ -119,6 +122,25 @@ def _resolve(stage: str, stored: Mapping[str, Any] | None, *, ae, init, preset, 
             "overrides (and --preset, or use the preset the autoencoder was trained with)"
         )
     return cfg, autoencoder
+
+
+def _resolve_lcm_decoder(path, stored, overrides, preset):
+    """``rsisr train ae --lcm``: the config and the stage-2 model whose decoder the run fine-tunes."""
+    from rsisr.checkpoint import load_model
+    from rsisr.training import config as tconfig
+
+    path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise InputError(f"--lcm {path}: no such file; give the model.safetensors of an `rsisr train lcm` run")
+    model = load_model(path)
+    overrides["ae.lcm"] = str(path.resolve())
+    cfg = tconfig.from_overrides("ae", overrides, base=stored, preset=preset, base_model=model.config)
+    if cfg.model != model.config:
+        raise ConfigError(f"the model config differs from the stage-2 model in --lcm {path}; its decoder is "
+                          "fine-tuned as it is: drop the model overrides (and --preset)")
+    return cfg, model
 
 
 def _check_resumable(out: Path, stage: str, stored: Mapping[str, Any], cfg) -> None:
@@ -281,7 +303,10 @@ def _trainer(cfg, device, total_steps: int, autoencoder, metric_weights):
     if cfg.stage == "ae":
         from rsisr.training.ae import AETrainer
 
-        return AETrainer(cfg, device, total_steps, init=autoencoder, metric_weights=metric_weights)
+        # With ae.lcm, ``autoencoder`` is the stage-2 model whose decoder is fine-tuned.
+        stage2 = cfg.ae.lcm and autoencoder is not None
+        return AETrainer(cfg, device, total_steps, init=None if stage2 else autoencoder,
+                         metric_weights=metric_weights, lcm=autoencoder if stage2 else None)
     from rsisr.training.lcm import LCMTrainer
 
     return LCMTrainer(cfg, device, autoencoder)

@@ -134,6 +134,10 @@ class AEStageConfig:
     #: false: the encoder (and so the latent space) stays as ``init`` left it and only the decoder
     #: learns, as in decoder-only VAE fine-tuning; a stage-2 model trained on ``init`` stays valid.
     train_encoder: bool = True
+    #: Fine-tune the decoder of this stage-2 model (``model.safetensors`` of an ``rsisr train lcm``
+    #: run) on the latents it predicts in one step from the LR input; its CondNet and UNet stay
+    #: frozen and the run exports it with the new decoder. ``rsisr train ae --lcm``.
+    lcm: str = ""
 
     def __post_init__(self) -> None:
         _check_length("ae", self.batch_size, self.lr, self.max_steps, self.epochs)
@@ -148,7 +152,10 @@ class AEStageConfig:
             raise ConfigError(f"ae.perceptual_layers must be 1 to 5 (VGG16 feature levels), got {self.perceptual_layers}")
         if self.disc_layers <= 0 or self.disc_channels <= 0:
             raise ConfigError("ae.disc_layers and ae.disc_channels must be positive")
-        if not self.train_encoder and not self.init:
+        if self.lcm and self.init:
+            raise ConfigError("ae.lcm fine-tunes the decoder of a stage-2 model, ae.init starts from an autoencoder: "
+                              "give one of --lcm and --init")
+        if not self.train_encoder and not self.init and not self.lcm:
             raise ConfigError(
                 "ae.train_encoder=false freezes a trained encoder: give the autoencoder to start from "
                 "with --init PATH (or ae.init)"
