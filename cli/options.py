@@ -49,6 +49,9 @@ def upscale_options(f):
         seed_option,
         device_option,
         precision_option,
+        click.option("--compile", "compile", is_flag=True,
+                     help="torch.compile the model. Off by default: on a CPU its warm-up (minutes) took longer "
+                          "than a 1024x1024 scene (README, Speed); it may pay back on long GPU runs."),
         click.option("--bands", default=None, metavar="R,G,B",
                      help="1-based bands to use as red, green, blue (or one band). Default: 1,2,3."),
         click.option("--bounds", nargs=4, type=float, default=None, metavar="XMIN YMIN XMAX YMAX",

@@ -92,7 +92,8 @@ def _filler(engine: TiledUpscaler, plan, source, progress):
 def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
                  precision: str = "auto", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
-                 co=None, cog: bool = False, overwrite: bool = False, progress=False) -> UpscaleResult:
+                 co=None, cog: bool = False, overwrite: bool = False, progress=False,
+                 compile: bool = False) -> UpscaleResult:
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
     ``src``: a path or an open rasterio dataset; ``dst``: a ``.tif``/``.tiff`` path (written
@@ -106,8 +107,9 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or a sequence, 1-based), ``bounds`` (xmin, ymin, xmax, ymax)
     in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none
     | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag), ``co`` (["KEY=VALUE", ...] or a
-    mapping of GDAL creation options), ``cog``, ``overwrite`` and ``progress`` (bool or
-    callable(done, total)).
+    mapping of GDAL creation options), ``cog``, ``overwrite``, ``progress`` (bool or
+    callable(done, total)) and ``compile`` (torch.compile the model; off by default: on the CPU its
+    warm-up took longer than a 1024 x 1024 scene, see README "Speed").
     """
     from rsisr.gdal_env import gdal_env
     from rsisr.upscale.output import check_dataset_output, check_output, write_geotiff, write_into
@@ -124,7 +126,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                 dst = check_output(dst, src.name, overwrite)
             net, sha, model_name = load_model(model)
             engine = TiledUpscaler(net, tile=tile, overlap=overlap, batch_size=batch_size, steps=steps, seed=seed,
-                                   device=device, precision=precision)
+                                   device=device, precision=precision, compile=compile)
             run = dict(model_name=model_name, sha=sha, steps=steps, seed=seed, tile=engine.tile, overlap=engine.overlap,
                        precision=engine.precision)
             plan = make_plan(src, spec=spec, bands=bands, bounds=bounds, bounds_crs=bounds_crs, aoi=aoi, co=co, cog=cog,

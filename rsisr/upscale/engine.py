@@ -110,7 +110,7 @@ class TiledUpscaler:
     def __init__(self, model, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
                  precision: str = "fp32", panel_width: int = PANEL_WIDTH, fill_grow: int = FILL_GROW,
-                 noise_origin: tuple[int, int] = (0, 0)):
+                 noise_origin: tuple[int, int] = (0, 0), compile: bool = False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 4:
@@ -132,6 +132,10 @@ class TiledUpscaler:
         if hasattr(model, "eval"):
             model.eval()
         self.model = model
+        # --compile: torch.compile's graphs for the model call (warm-up on the first tiles;
+        # benchmarks/speed.py measured it not to pay back on a 1024 x 1024 scene on the CPU)
+        self.compiled = bool(compile) and isinstance(model, torch.nn.Module)
+        self._net = torch.compile(model) if self.compiled else model
         self.batch_size = batch_size
         self.steps = steps
         self.seed = int(seed)
@@ -166,8 +170,21 @@ class TiledUpscaler:
     def _call(self, x: torch.Tensor, origins) -> torch.Tensor:
         noises = self.noises(origins, x.shape[-2], x.shape[-1])
         with autocast(self.device, self.precision):
-            y = self.model(x, noises, self.steps)
+            y = self._compiled_call(x, noises) if self.compiled else self.model(x, noises, self.steps)
         return y.float().clamp(-1.0, 1.0)
+
+    def _compiled_call(self, x: torch.Tensor, noises) -> torch.Tensor:
+        """The model through torch.compile; a compiler failure (no C++ compiler, an unsupported
+        operation) is one line that says to run without ``--compile``."""
+        try:
+            return self._net(x, noises, self.steps)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if not type(exc).__module__.startswith("torch._"):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DeviceError(f"torch.compile failed ({first[:200]}); run without --compile") from None
 
     def forward(self, x: torch.Tensor, origins: Sequence[tuple[int, int]]) -> torch.Tensor:
         """(B, 3, h, w) in [-1, 1] with LR scene origins -> (B, 3, 4h, 4w) in [-1, 1].
