@@ -317,8 +317,12 @@ def main() -> None:
 
     import rsisr
     from rsisr.device import native_bf16
-    from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler, upscale_file
+    from rsisr.defaults import default_batch_size
+    from rsisr.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler, upscale_file
+
     from _scenes import bare_forward_seconds
+
+    DEFAULT_BATCH_SIZE = default_batch_size("cpu")  # noqa: N806 (the default on this CPU)
 
     device = torch.device("cpu")
     say = (lambda *a, **k: None) if args.json else (lambda *a, **k: print(*a, **k, flush=True))

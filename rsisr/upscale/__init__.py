@@ -90,7 +90,7 @@ def _filler(engine: TiledUpscaler, plan, source, progress):
 
 
 def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
+                 batch_size: int | None = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
                  precision: str = "auto", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
                  co=None, cog: bool = False, overwrite: bool = False, progress=False,
                  compile: bool = False) -> UpscaleResult:
@@ -103,7 +103,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     place: its georeferencing and creation options are the caller's; ``cog`` needs a path).
     ``model``: a model file, None for the bundled default, or a model object
     (:class:`~rsisr.upscale.engine.SRModel`). The other keywords are ``rsisr upscale``'s options:
-    ``tile``/``overlap`` (LR pixels), ``batch_size``, ``steps``, ``seed``, ``device``,
+    ``tile``/``overlap`` (LR pixels), ``batch_size`` (None: 1 on a CPU, 4 on a GPU), ``steps``, ``seed``, ``device``,
     ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or a sequence, 1-based), ``bounds`` (xmin, ymin, xmax, ymax)
     in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none
     | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag), ``co`` (["KEY=VALUE", ...] or a

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from rsisr.config import SCALE
-from rsisr.defaults import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE
+from rsisr.defaults import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, default_batch_size
 from rsisr.device import autocast, resolve_device, resolve_precision
 from rsisr.errors import ConfigError, DeviceError
 from rsisr.noise import tile_noises
@@ -108,10 +108,11 @@ class TiledUpscaler:
     blended output to a :class:`Sink`."""
 
     def __init__(self, model, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
+                 batch_size: int | None = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
                  precision: str = "fp32", panel_width: int = PANEL_WIDTH, fill_grow: int = FILL_GROW,
                  noise_origin: tuple[int, int] = (0, 0), compile: bool = False):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
             raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 4:
             raise ConfigError(f"--steps must be 1, 2, 3 or 4, got {steps!r}")
@@ -136,7 +137,7 @@ class TiledUpscaler:
         # benchmarks/speed.py measured it not to pay back on a 1024 x 1024 scene on the CPU)
         self.compiled = bool(compile) and isinstance(model, torch.nn.Module)
         self._net = torch.compile(model) if self.compiled else model
-        self.batch_size = batch_size
+        self.batch_size = default_batch_size(self.device.type) if batch_size is None else batch_size
         self.steps = steps
         self.seed = int(seed)
         self.panel_width = panel_width
