@@ -61,7 +61,7 @@ class AETrainer(Trainer):
             # Only the decoder learns: the latent space stays the one ``init`` was trained to.
             self.ae.encoder.requires_grad_(False)
             self.ae.quant_conv.requires_grad_(False)
-        self.disc = PatchDiscriminator(3, s.disc_channels, s.disc_layers).to(device)
+        self.disc = PatchDiscriminator(cfg.model.bands, s.disc_channels, s.disc_layers).to(device)
         if self.channels_last:
             for m in (self.ae, self.disc, self.lcm):
                 if m is not None:
