@@ -104,12 +104,10 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     ``model``: a model file, None for the bundled default, or a model object
     (:class:`~rsisr.upscale.engine.SRModel`). The other keywords are ``rsisr upscale``'s options:
     ``tile``/``overlap`` (LR pixels), ``batch_size``, ``steps``, ``seed``, ``device``,
-    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or
-    a sequence, 1-based: the input bands the model reads, in its order; default the first N of an
-    N-band model), ``other_bands`` (None or "drop": only the model's bands are written, None with a
-    warning naming the others; "bicubic": every input band, in the input's order, those the model
-    does not read bicubic x4 in their own units; see :mod:`rsisr.upscale.bands`), ``bounds`` (xmin,
-    ymin, xmax, ymax) in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file),
+    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or a
+    sequence: the input bands an N-band model reads, default the first N) and ``other_bands`` (None
+    or "drop": the model's bands only; "bicubic": every input band) as :mod:`rsisr.upscale.bands`
+    says, ``bounds`` (xmin, ymin, xmax, ymax) in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file),
     ``scale`` (auto | none | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag; a model's
     stored scaling replaces ``auto``), ``co`` (["KEY=VALUE", ...] or a mapping of GDAL creation
     options), ``cog``, ``overwrite``, ``progress`` (bool or callable(done, total)) and ``compile``
