@@ -2,8 +2,9 @@
 
 The output is processed in panels of at most ``PANEL_WIDTH`` HR columns (block-aligned) and,
 inside a panel, tile row by tile row. An accumulator of ``(C, block height + 4 * tile, panel
-width)`` float32 values (C: the model's bands, :func:`model_bands`) holds the rows that are not written yet; after each tile row the finished
-rows, in whole output blocks, are normalised and handed to the sink. Tiles whose blending support
+width)`` float32 values (C: the model's bands, :func:`model_bands`) holds the rows that are not
+written yet; after each tile row the finished rows, in whole output blocks, are normalised and
+handed to the sink. Tiles whose blending support
 straddles a panel edge are run once for each panel (identically, since the noise comes from
 scene coordinates). Memory thus depends on the tile, block and panel sizes and the batch, never
 on the scene's size. Overlaps are blended by normalised feathered overlap-add
