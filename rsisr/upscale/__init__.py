@@ -104,15 +104,13 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     ``model``: a model file, None for the bundled default, or a model object
     (:class:`~rsisr.upscale.engine.SRModel`). The other keywords are ``rsisr upscale``'s options:
     ``tile``/``overlap`` (LR pixels), ``batch_size``, ``steps``, ``seed``, ``device``,
-    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or a
-    sequence: the input bands an N-band model reads, default the first N) and ``other_bands`` (None
-    or "drop": the model's bands only; "bicubic": every input band) as :mod:`rsisr.upscale.bands`
-    says, ``bounds`` (xmin, ymin, xmax, ymax) in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file),
-    ``scale`` (auto | none | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag; a model's
-    stored scaling replaces ``auto``), ``co`` (["KEY=VALUE", ...] or a mapping of GDAL creation
-    options), ``cog``, ``overwrite``, ``progress`` (bool or callable(done, total)) and ``compile``
-    (torch.compile the model; off by default: on the CPU its warm-up took longer than a 1024 x
-    1024 scene, see README "Speed").
+    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2") and
+    ``other_bands`` (drop | bicubic; :mod:`rsisr.upscale.bands`), ``bounds`` (xmin, ymin, xmax, ymax)
+    in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none |
+    "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag; a model's stored scaling replaces
+    ``auto``), ``co`` (["KEY=VALUE", ...] or a mapping of GDAL creation options), ``cog``,
+    ``overwrite``, ``progress`` (bool or callable(done, total)) and ``compile`` (torch.compile the
+    model; off by default: its CPU warm-up took longer than a 1024 x 1024 scene, README "Speed").
     """
     from rsisr.gdal_env import gdal_env
     from rsisr.upscale.output import check_dataset_output, check_output, write_geotiff, write_into
