@@ -32,6 +32,11 @@ def info(preset: str | None, model_path: str | None, as_json: bool) -> None:
     if "model" in data:
         click.echo(f"model:  {data['model']['path']}  (sha256 {data['model']['sha256'][:16]}...)")
     click.echo(f"preset: {data['preset']}")
+    cfg = data["config"]
+    rgb = ",".join(map(str, cfg["rgb_bands"])) or ("1,2,3" if cfg["bands"] == 3 else "none named")
+    click.echo(f"bands:  {cfg['bands']} (red, green, blue: {rgb})")
+    click.echo("scaling: " + (f"{cfg['scaling']} (raster values MIN,MAX -> the model's 0..1, every scene)"
+                              if cfg["scaling"] else "none stored (uint8 as is; other dtypes per scene: --scale)"))
     for section, values in data["config"].items():
         if isinstance(values, dict):
             click.echo(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))

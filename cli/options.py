@@ -54,7 +54,11 @@ def upscale_options(f):
                      help="torch.compile the model. Off by default: on a CPU its warm-up (minutes) took longer "
                           "than a 1024x1024 scene (README, Speed); it may pay back on long GPU runs."),
         click.option("--bands", default=None, metavar="R,G,B",
-                     help="1-based bands to use as red, green, blue (or one band). Default: 1,2,3."),
+                     help="1-based input bands the model reads, in its order: red, green, blue (or one band) "
+                          "for an RGB model, N bands for an N-band model. Default: the first N."),
+        click.option("--other-bands", type=click.Choice(("drop", "bicubic")), default=None,
+                     help="Input bands the model does not read: drop them (default; a warning names them) or "
+                          "write every input band, in the input's order, those bicubic x4."),
         click.option("--bounds", nargs=4, type=float, default=None, metavar="XMIN YMIN XMAX YMAX",
                      help="Only upscale this area (in --bounds-crs)."),
         click.option("--bounds-crs", default=None, metavar="CRS",

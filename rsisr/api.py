@@ -34,7 +34,7 @@ def build_model(preset: str | ModelConfig = "small") -> LCMSR:
 def build_autoencoder(preset: str | ModelConfig = "small") -> ResidualAutoencoder:
     """A freshly initialised stage-1 residual autoencoder; ``full_config`` keeps the ModelConfig."""
     cfg = _config(preset)
-    ae = ResidualAutoencoder(cfg.autoencoder)
+    ae = ResidualAutoencoder(cfg.autoencoder, cfg.bands)
     ae.full_config = cfg
     return ae
 
@@ -68,7 +68,7 @@ def parameter_counts(preset: str | ModelConfig) -> dict[str, int]:
     """Parameters of every component, built on the meta device (no memory, no init cost)."""
     cfg = _config(preset)
     with torch.device("meta"):
-        ae = ResidualAutoencoder(cfg.autoencoder)
+        ae = ResidualAutoencoder(cfg.autoencoder, cfg.bands)
         condnet = build_condnet(cfg)
         unet = UNet(cfg.unet, cfg.autoencoder.z_channels)
     dec = ae.decoder

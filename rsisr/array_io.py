@@ -23,13 +23,16 @@ import torch
 from rsisr.config import SCALE
 from rsisr.errors import InputError
 from rsisr.radiometry import Scaling, parse_scale, resolve_scaling
+from rsisr.upscale.bands import BandChoice
 
 #: Longest side of the decimated sample that ``scale="auto"`` reads.
 SAMPLE_SIDE = 1024
 
 
 def _layout(shape: tuple[int, ...], is_numpy: bool) -> str:
-    """hw | hwc | chw | bchw for an image of ``shape`` (1 or 3 channels)."""
+    """hw | hwc | chw | bchw for an image of ``shape``. Images of 1 or 3 channels are read as
+    always; otherwise a numpy image's channel axis is the shorter of its first and last (a torch
+    image is (C, H, W) or (B, C, H, W))."""
     if len(shape) == 2:
         return "hw"
     if len(shape) == 3 and is_numpy and shape[-1] in (1, 3) and shape[0] not in (1, 3):
@@ -38,9 +41,14 @@ def _layout(shape: tuple[int, ...], is_numpy: bool) -> str:
         return "chw"
     if len(shape) == 3 and shape[-1] in (1, 3):
         return "hwc"
-    if len(shape) == 4 and not is_numpy and shape[1] in (1, 3):
+    if len(shape) == 3 and not is_numpy or len(shape) == 3 and shape[0] < shape[-1]:
+        return "chw"
+    if len(shape) == 3 and shape[-1] < shape[0]:
+        return "hwc"
+    if len(shape) == 4 and not is_numpy:
         return "bchw"
-    raise InputError(f"image of shape {tuple(shape)} is not HxWxC, CxHxW or BxCxHxW with 1 or 3 channels")
+    raise InputError(f"image of shape {tuple(shape)} is not HxW, HxWxC, CxHxW or (torch) BxCxHxW with C smaller "
+                     "than the image's sides")
 
 
 def _channels_first(a: np.ndarray, layout: str) -> np.ndarray:
@@ -58,12 +66,15 @@ def _random_seed(generator: torch.Generator | None) -> int:
     return secrets.randbelow(2**31 - 1)
 
 
-def _scaling(raw: np.ndarray, valid: np.ndarray | None, scale) -> Scaling:
-    """The CLI's scaling rules for (C, H, W) ``raw``; floats outside [0, 1] need ``scale``."""
+def _scaling(raw: np.ndarray, valid: np.ndarray | None, scale, stored: Scaling | None = None) -> Scaling:
+    """The CLI's scaling rules for (C, H, W) ``raw`` (the model's bands); floats outside [0, 1]
+    need ``scale``; a model's ``stored`` scaling replaces the default and ``auto``."""
     dtype = raw.dtype
     if dtype.kind not in "uif" or dtype.itemsize > 8:
         raise InputError(f"image dtype {dtype} is not supported; use uint8, another integer dtype or float")
     spec = parse_scale(scale) if isinstance(scale, str) else scale
+    if stored is not None and spec in (None, "auto"):
+        return stored if raw.shape[0] == len(stored.lo) else Scaling("model", stored.lo[:1], stored.hi[:1])
     if spec is None and dtype.kind == "f":
         finite = raw[:, valid] if valid is not None else raw
         finite = finite[np.isfinite(finite)]
@@ -82,11 +93,16 @@ def _scaling(raw: np.ndarray, valid: np.ndarray | None, scale) -> Scaling:
 
 
 class _ImageSource:
-    """The engine's source over one (C, H, W) raw image: scaled on read, tile row by tile row."""
+    """The engine's source over one (C, H, W) raw image: the model's bands (``choice``) scaled on
+    read, tile row by tile row; the other bands raw for their bicubic x4."""
 
-    def __init__(self, raw: np.ndarray, valid: np.ndarray | None, scaling: Scaling):
+    def __init__(self, raw: np.ndarray, valid: np.ndarray | None, scaling: Scaling, choice: BandChoice,
+                 model_bands: int):
         self.raw = raw
         self.scaling = scaling
+        self.choice = choice
+        self.model_idx = [b - 1 for b in choice.model]
+        self.replicate = model_bands if len(self.model_idx) == 1 else 1
         self.float = raw.dtype.kind == "f"
         self.valid_mask = valid
         self.shape = raw.shape[1:]
@@ -95,21 +111,25 @@ class _ImageSource:
     def valid(self, r0: int, r1: int, c0: int, c1: int, raw: np.ndarray | None = None) -> np.ndarray | None:
         valid = None if self.valid_mask is None else self.valid_mask[r0:r1, c0:c1]
         if self.float:
-            finite = np.isfinite(self.raw[:, r0:r1, c0:c1] if raw is None else raw).all(axis=0)
+            finite = np.isfinite(self.raw[self.model_idx, r0:r1, c0:c1] if raw is None else raw).all(axis=0)
             valid = finite if valid is None else valid & finite
         return valid
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int]):
         (r0, r1), (c0, c1) = rows, cols
-        raw = self.raw[:, r0:r1, c0:c1]
+        raw = self.raw[self.model_idx, r0:r1, c0:c1]
         values = self.scaling.forward(raw)
-        if values.shape[0] == 1:
-            values = np.repeat(values, 3, axis=0)
+        if self.replicate > 1:
+            values = np.repeat(values, self.replicate, axis=0)
         return values, self.valid(r0, r1, c0, c1, raw)
 
     def read_raw(self, r0: int, r1: int, c0: int, c1: int):
-        raw = self.raw[:, r0:r1, c0:c1]
+        raw = self.raw[self.model_idx, r0:r1, c0:c1]
         return raw, self.valid(r0, r1, c0, c1, raw)
+
+    def read_others(self, r0: int, r1: int, c0: int, c1: int):
+        valid = None if self.valid_mask is None else self.valid_mask[r0:r1, c0:c1]
+        return self.raw[[b - 1 for b in self.choice.others], r0:r1, c0:c1], valid
 
 
 class _ImageSink:
@@ -122,41 +142,61 @@ class _ImageSink:
         self.out = out
 
     def write(self, row: int, col: int, data: torch.Tensor) -> None:
+        from rsisr.radiometry import to_dtype
+        from rsisr.upscale.bands import other_bands_up
+        from rsisr.upscale.engine import FILL_GROW
+
         h, w = data.shape[-2:]
-        if self.out.shape[0] == 1:
+        source = self.source
+        if len(source.model_idx) == 1:
             data = data.mean(dim=0, keepdim=True)
         data = data.cpu()
         extra = None
-        carry = self.source.scaling.carry(self.source.read_raw, self.source.shape, (row, row + h), (col, col + w), SCALE)
+        rows, cols = (row, row + h), (col, col + w)
+        carry = source.scaling.carry(source.read_raw, source.shape, rows, cols, SCALE)
         if carry is not None:
             x01, weight, extra = carry
             data = data.double()
             data += weight * (x01 - data)
             extra = extra.numpy()
-        self.out[:, row:row + h, col:col + w] = self.source.scaling.inverse(data.numpy(), self.out.dtype, extra)
+        values = source.scaling.inverse(data.numpy(), self.out.dtype, extra)
+        if source.choice.others:
+            grow = FILL_GROW if source.has_mask else 0
+            up = other_bands_up(source.read_others, source.shape, rows, cols, grow, SCALE)
+            values = source.choice.assemble(values, to_dtype(up.numpy(), self.out.dtype))
+        self.out[:, row:row + h, col:col + w] = values
 
 
-def _upscale_one(engine, raw: np.ndarray, mask: np.ndarray | None, scale, out: np.ndarray) -> None:
-    """Upscale (C, H, W) ``raw`` (``mask``: (C, H, W) bool, True = masked) into (C, 4H, 4W) ``out``."""
-    valid = None if mask is None else ~mask.all(axis=0)
-    source = _ImageSource(raw, valid, _scaling(raw, valid, scale))
+def _upscale_one(engine, raw: np.ndarray, mask: np.ndarray | None, scale, out: np.ndarray, choice: BandChoice,
+                 stored: Scaling | None) -> None:
+    """Upscale (C, H, W) ``raw`` (``mask``: (C, H, W) bool, True = masked) into (C', 4H, 4W)
+    ``out``, C' = the bands of ``choice`` that are written."""
+    model_idx = [b - 1 for b in choice.model]
+    valid = None if mask is None else ~mask[model_idx].all(axis=0)
+    source = _ImageSource(raw, valid, _scaling(raw[model_idx], valid, scale, stored), choice, engine.bands)
     engine.run(source, _ImageSink(source, out))
 
 
 def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
                   scale=None, tile: int | None = None, overlap: int | None = None, batch_size: int | None = None,
-                  device=None, precision: str = "auto"):
+                  device=None, precision: str = "auto", bands=None, other_bands: str | None = None):
     """Super-resolve an in-memory image by 4x with ``model``; same layout and dtype back.
 
-    ``image``: numpy (H, W), (H, W, C) or (C, H, W) with C = 1 or 3 (a masked array keeps its
-    masks), or a torch tensor (C, H, W) / (B, C, H, W). ``scale``: as ``rsisr upscale --scale``
-    (``auto``, ``none``, ``"MIN,MAX"``, per-band ranges); default: uint8 as is, other integers
-    ``auto``, floats [0, 1] (values outside are refused). ``seed``: the scene-coordinate noise
-    seed, as ``rsisr upscale --seed`` (None: drawn from ``generator`` or at random). ``tile``,
-    ``overlap``, ``batch_size``, ``precision``: the engine's (CLI defaults: ``auto`` is bf16 where
-    the device runs it natively, else fp32); ``device``: default the model's.
+    ``image``: numpy (H, W), (H, W, C) or (C, H, W) (a masked array keeps its masks; the channel
+    axis of C other than 1 or 3 is the shorter of the first and last), or a torch tensor
+    (C, H, W) / (B, C, H, W). ``bands`` and ``other_bands``: as ``rsisr upscale --bands`` and
+    ``--other-bands`` (1-based; an N-band model reads the first N by default, and only those
+    come back unless ``other_bands="bicubic"``). ``scale``: as ``rsisr upscale --scale``
+    (``auto``, ``none``, ``"MIN,MAX"``, per-band ranges); default: a model's stored scaling, else
+    uint8 as is, other integers ``auto``, floats [0, 1] (values outside are refused). ``seed``:
+    the scene-coordinate noise seed, as ``rsisr upscale --seed`` (None: drawn from ``generator``
+    or at random). ``tile``, ``overlap``, ``batch_size``, ``precision``: the engine's (CLI
+    defaults: ``auto`` is bf16 where the device runs it natively, else fp32); ``device``:
+    default the model's.
     """
     from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler
+    from rsisr.upscale.bands import choose_bands, parse_bands, parse_other_bands
+    from rsisr.upscale.plan import stored_scaling
 
     is_numpy = isinstance(image, np.ndarray)
     if not is_numpy and not isinstance(image, torch.Tensor):
@@ -164,6 +204,7 @@ def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, gene
     layout = _layout(tuple(image.shape), is_numpy)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 4:
         raise InputError(f"steps must be 1, 2, 3 or 4, got {steps!r}")
+    band_spec, other = parse_bands(bands, None), parse_other_bands(other_bands)
     if device is None:
         device = getattr(model, "device", "cpu")
     engine = TiledUpscaler(
@@ -171,32 +212,61 @@ def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, gene
         batch_size=batch_size or DEFAULT_BATCH_SIZE, steps=steps,
         seed=_random_seed(generator) if seed is None else seed, device=device, precision=precision,
     )
-    if not is_numpy:
-        images = image.detach().cpu()
-        images = images if layout == "bchw" else images[None]
-        outs = []
-        for one in images.numpy():
-            out = np.empty((one.shape[0], SCALE * one.shape[1], SCALE * one.shape[2]), one.dtype)
-            _upscale_one(engine, _channels_first(one, "chw" if layout == "bchw" else layout), None, scale,
-                         _channels_first(out, "chw"))
-            outs.append(out)
-        result = torch.from_numpy(np.stack(outs) if layout == "bchw" else _restore(outs[0], layout))
-        return result.to(image.dtype)
 
+    def run(chw: np.ndarray, mask: np.ndarray | None, out_of) -> BandChoice:
+        choice = choose_bands(chw.shape[0], engine.bands, band_spec, other, "the image")
+        _upscale_one(engine, chw, mask, scale, out_of(len(choice.out)), choice, stored_scaling(model))
+        return choice
+
+    if not is_numpy:
+        return _upscale_tensor(image, layout, run)
+    return _upscale_array(image, layout, run)
+
+
+def _upscale_tensor(image: torch.Tensor, layout: str, run) -> torch.Tensor:
+    """``upscale_image`` of a torch tensor, one image at a time (``run(chw, mask, out_of)``)."""
+    images = image.detach().cpu()
+    images = images if layout == "bchw" else images[None]
+    outs = []
+    for one in images.numpy():
+        h, w = one.shape[-2:] if layout in ("chw", "bchw") else one.shape[:2]
+        holder = {}
+
+        def out_of(c: int) -> np.ndarray:
+            holder["out"] = np.empty((c, SCALE * h, SCALE * w), one.dtype)
+            return holder["out"]
+
+        run(_channels_first(one, "chw" if layout == "bchw" else layout), None, out_of)
+        outs.append(holder["out"])
+    result = torch.from_numpy(np.stack(outs) if layout == "bchw" else _restore(outs[0], layout))
+    return result.to(image.dtype)
+
+
+def _upscale_array(image: np.ndarray, layout: str, run) -> np.ndarray:
+    """``upscale_image`` of a numpy array (or masked array), written in its own layout."""
     data = np.ma.getdata(image)
     mask = np.ma.getmask(image) if isinstance(image, np.ma.MaskedArray) else np.ma.nomask
     mask = None if mask is np.ma.nomask or not mask.any() else mask
     rows = 1 if layout == "chw" else 0
-    shape = list(data.shape)
-    shape[rows] *= SCALE
-    shape[rows + 1] *= SCALE
-    out = np.empty(shape, data.dtype)
+    holder = {}
+
+    def out_of(c: int) -> np.ndarray:
+        shape = list(data.shape)
+        shape[rows] *= SCALE
+        shape[rows + 1] *= SCALE
+        if layout != "hw":
+            shape[0 if layout == "chw" else 2] = c
+        holder["out"] = np.empty(shape, data.dtype)
+        return _channels_first(holder["out"], layout)
+
     mask_chw = None if mask is None else _channels_first(mask, layout)
-    _upscale_one(engine, _channels_first(data, layout), mask_chw, scale, _channels_first(out, layout))
+    choice = run(_channels_first(data, layout), mask_chw, out_of)
+    out = holder["out"]
     if isinstance(image, np.ma.MaskedArray):
         out_mask = np.ma.nomask
-        if mask is not None:  # each band's mask, nearest x4
-            out_mask = mask.repeat(SCALE, axis=rows).repeat(SCALE, axis=rows + 1)
+        if mask is not None:  # each written band's mask, nearest x4
+            kept = mask_chw[[b - 1 for b in choice.out]]
+            out_mask = _restore(kept.repeat(SCALE, axis=1).repeat(SCALE, axis=2), layout)
         return np.ma.MaskedArray(out, mask=out_mask, fill_value=image.fill_value)
     return out
 

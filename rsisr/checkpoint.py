@@ -119,7 +119,7 @@ def _load(path: str | os.PathLike, expect: str, device: str | torch.device | Non
         config = ModelConfig.from_json(meta["config"])
     except (ConfigError, KeyError) as exc:
         raise CheckpointError(f"{path} has an invalid config: {exc}") from None
-    model = LCMSR(config) if expect == "lcmsr" else ResidualAutoencoder(config.autoencoder)
+    model = LCMSR(config) if expect == "lcmsr" else ResidualAutoencoder(config.autoencoder, config.bands)
     if expect == "autoencoder":
         model.full_config = config
     state = {}

@@ -87,7 +87,7 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class CondNetConfig:
-    """CondNet: the encoder architecture on 3-channel ``lr_up``, 4 output channels, no KL."""
+    """CondNet: the encoder architecture on ``lr_up`` (``ModelConfig.bands`` channels), 4 output channels, no KL."""
 
     ch: int = 64
     ch_mult: tuple[int, ...] = (1, 2, 2, 4)
@@ -167,13 +167,64 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The whole LCMSR model. ``preset`` records where the values came from (informational)."""
+    """The whole LCMSR model. ``preset`` records where the values came from (informational).
+
+    ``bands``: the image channels the model takes and gives (encoder input 2 x bands, decoder
+    and CondNet ``bands``); 3 for RGB, the default, so every file written before the field
+    existed loads as it was. ``scaling``: the fixed radiometric scaling a model for non-8-bit
+    data was trained with, in ``--scale``'s syntax: ``"0,10000"`` (Sentinel-2 L2A reflectance =
+    DN / 10000, every band) or ``"MIN1,MAX1,MIN2,MAX2,..."`` (one range per band); raster values
+    map linearly from [MIN, MAX] to the model's [0, 1] in training and inference. Empty: none
+    (uint8 as is, other dtypes scaled per scene by ``--scale``). ``rgb_bands``: which of the
+    model's bands (1-based) are red, green and blue, for LPIPS, FID and figures; empty means
+    1,2,3 for a 3-band model and none otherwise.
+    """
 
     preset: str = "custom"
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     condnet: CondNetConfig = field(default_factory=CondNetConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    bands: int = 3
+    scaling: str = ""
+    rgb_bands: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_positive("bands", self.bands)
+        if self.scaling:
+            self.band_scaling()  # a ConfigError naming the value if it is not one
+        if self.rgb_bands and (len(self.rgb_bands) != 3 or not all(1 <= b <= self.bands for b in self.rgb_bands)):
+            raise ConfigError(f"rgb_bands must be three of the model's bands 1 to {self.bands} (red, green, blue), "
+                              f"got {list(self.rgb_bands)}")
+
+    @property
+    def rgb(self) -> tuple[int, int, int] | None:
+        """The model's red, green and blue bands (1-based), or None when it names none."""
+        if self.rgb_bands:
+            return tuple(self.rgb_bands)
+        return (1, 2, 3) if self.bands == 3 else None
+
+    def band_scaling(self):
+        """The stored ``scaling`` as a per-band :class:`rsisr.radiometry.Scaling` (mode ``model``),
+        or None for a model without one."""
+        from rsisr.errors import InputError
+        from rsisr.radiometry import Scaling, parse_scale
+
+        if not self.scaling:
+            return None
+        try:
+            spec = parse_scale(self.scaling)
+        except InputError as exc:
+            raise ConfigError(f"scaling: {str(exc).replace('--scale', 'model scaling')}") from None
+        if isinstance(spec, str):
+            raise ConfigError(f"scaling must be fixed ranges (MIN,MAX or MIN,MAX per band, e.g. 0,10000), "
+                              f"not {spec!r}: a model is trained with one scaling for every scene")
+        if isinstance(spec, tuple):
+            return Scaling("model", (spec[0],) * self.bands, (spec[1],) * self.bands)
+        if len(spec.lo) != self.bands:
+            raise ConfigError(f"scaling gives {len(spec.lo)} band ranges for a model of {self.bands} bands; "
+                              f"give one MIN,MAX for every band or {self.bands} pairs")
+        return Scaling("model", spec.lo, spec.hi)
 
     @property
     def lr_multiple(self) -> int:

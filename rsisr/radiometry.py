@@ -56,13 +56,7 @@ class Scaling:
         v = np.nan_to_num(x.astype(np.float64), nan=0.0) * (hi - lo) + lo
         if extra is not None:
             v += extra
-        if dtype.kind in "ui":
-            info = np.iinfo(dtype)
-            return np.clip(np.rint(v), info.min, info.max).astype(dtype)
-        if dtype.kind == "f":
-            info = np.finfo(dtype)
-            return np.clip(v, info.min, info.max).astype(dtype)
-        raise InputError(f"raster dtype {dtype} is not supported; use an integer or float dtype")
+        return to_dtype(v, dtype)
 
     def inverse_torch(self, x, dtype, extra=None) -> np.ndarray:
         """:meth:`inverse` of a (C, H, W) torch tensor, computed on its device (so a GPU sends
@@ -133,6 +127,19 @@ class Scaling:
     def to_tag(self) -> str:
         """JSON recorded in the output's tags (``RSISR_SCALING``)."""
         return json.dumps({"mode": self.mode, "lo": list(self.lo), "hi": list(self.hi)})
+
+
+def to_dtype(v: np.ndarray, dtype) -> np.ndarray:
+    """float64 raster units -> ``dtype``: rounded and clipped to an integer dtype's range, clipped
+    to a float dtype's."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(v), info.min, info.max).astype(dtype)
+    if dtype.kind == "f":
+        info = np.finfo(dtype)
+        return np.clip(v, info.min, info.max).astype(dtype)
+    raise InputError(f"raster dtype {dtype} is not supported; use an integer or float dtype")
 
 
 def dtype_range(dtype) -> tuple[float, float]:

@@ -31,8 +31,10 @@ def test_torch_tensor_batch(tiny_model):
 
 
 def test_bad_inputs(tiny_model):
+    with pytest.raises(InputError, match="shape"):  # which axis holds the bands? (a (5, 6, 7) image is 5 bands)
+        tiny_model.upscale(np.zeros((6, 7, 6), np.uint8))
     with pytest.raises(InputError, match="shape"):
-        tiny_model.upscale(np.zeros((5, 6, 7), np.uint8))
+        tiny_model.upscale(np.zeros((2, 3, 8, 8), np.uint8))
     with pytest.raises(InputError, match="numpy array"):
         tiny_model.upscale([[1, 2]])
     with pytest.raises(InputError, match="steps"):

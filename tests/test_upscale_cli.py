@@ -117,4 +117,5 @@ def test_band_choice_warning_is_one_line(make_geotiff, tiny_model_file, tmp_path
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "tile" not in line]
     assert lines == [f"WARNING: {src} has 5 bands; using bands 1,2,3 as red, green and blue "
-                     "(choose others with --bands, e.g. --bands 4,3,2)"], proc.stderr
+                     "(choose others with --bands, e.g. --bands 4,3,2); bands 4,5 are not written "
+                     "(--other-bands bicubic adds them, bicubic x4; --other-bands drop silences this)"], proc.stderr

@@ -44,13 +44,16 @@ class Request:
     overlap: int
     bands: tuple[int, ...] | None  # None: the default choice, which depends on the input
     scale: Any  # "auto", "none", (min, max) or a per-band Scaling (rsisr.radiometry.parse_scale)
+    model_bands: int = 3
+    stored_scaling: Any = None  # the model's stored Scaling, which replaces --scale auto
+    other_bands: str | None = None  # --other-bands
 
 
 _SHA256: dict[tuple[str, int, int], str] = {}
 
 
 def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed: int = 0, tile: int | None = None,
-                overlap: int | None = None, bands=None, scale="auto", **_ignored) -> Request:
+                overlap: int | None = None, bands=None, scale="auto", other_bands=None, **_ignored) -> Request:
     """The :class:`Request` of :func:`rsisr.upscale.upscale_file` options (unknown ones are not
     recorded in outputs and ignored). Invalid values raise the error upscale_file would."""
     from rsisr.api import require_default_model
@@ -59,19 +62,22 @@ def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed:
     from rsisr.radiometry import parse_scale
     from rsisr.tiling import effective_tiling
     from rsisr.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, parse_bands
+    from rsisr.upscale.bands import parse_other_bands
 
     path = Path(model) if model is not None else require_default_model()
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA256:
         _SHA256[key] = file_sha256(path)
-    multiple = ModelConfig.from_json(read_metadata(path)["config"]).lr_multiple
+    config = ModelConfig.from_json(read_metadata(path)["config"])
+    multiple = config.lr_multiple
     tile, overlap = effective_tiling(DEFAULT_TILE if tile is None else tile,
                                      DEFAULT_OVERLAP if overlap is None else overlap, multiple)
     scale_spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else scale
     if isinstance(scale_spec, (list, tuple)):  # as upscale_file takes them
         scale_spec = parse_scale(",".join(map(str, scale_spec)))
-    return Request(_SHA256[key], int(steps), int(seed), tile, overlap, parse_bands(bands), scale_spec)
+    return Request(_SHA256[key], int(steps), int(seed), tile, overlap, parse_bands(bands, config.bands), scale_spec,
+                   config.bands, config.band_scaling(), parse_other_bands(other_bands))
 
 
 def scene_status(src: str | os.PathLike, dst: str | os.PathLike, request: Request) -> tuple[bool, str | None]:
@@ -105,9 +111,12 @@ def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
     try:
         with rasterio.open(src) as ds, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the band choice's warning belongs to the run, not this check
-            bands = request.bands or select_bands(ds, None)[0]
+            bands = request.bands or select_bands(ds, None, request.model_bands, "drop")[0]
             dtype = np.dtype(ds.dtypes[0])
-        if request.scale == "auto" and dtype != np.uint8:
+        if request.scale == "auto" and request.stored_scaling is not None:
+            s = request.stored_scaling
+            scaling = {"mode": s.mode, "lo": list(s.lo), "hi": list(s.hi)}
+        elif request.scale == "auto" and dtype != np.uint8:
             scaling = {"mode": "auto"}  # its percentiles come from the data: the mode is what can be compared
         else:
             s = resolve_scaling(request.scale, dtype, len(bands))
@@ -122,6 +131,7 @@ def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
         ("overlap", "RSISR_OVERLAP", str(request.overlap)),
         ("bands", "RSISR_BANDS", ",".join(map(str, bands))),
         ("scaling", "RSISR_SCALING", scaling),
+        ("other bands", "RSISR_OTHER_BANDS", "bicubic" if request.other_bands == "bicubic" else None),
     ]
 
 

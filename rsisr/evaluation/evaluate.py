@@ -17,7 +17,10 @@ The report (:func:`evaluate`'s return value, written as JSON) is a fixed interfa
      "metrics": {"model": {"psnr", "ssim", "lpips", "fid"}, "bicubic": {...}},
      "runtime_s_per_image": {"model", "bicubic"}}
 
-Metrics that were not requested, or whose weights are unavailable, are null.
+Metrics that were not requested, or whose weights are unavailable, are null. A model of other
+than three bands (or with a stored scaling) is evaluated on GeoTIFFs of its bands
+(:mod:`rsisr.evaluation.multiband`); its report adds ``model.bands`` and, per method,
+``psnr_per_band`` and ``ssim_per_band``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -39,6 +43,7 @@ from rsisr import __version__
 from rsisr.config import SCALE
 from rsisr.errors import InputError, OutputError, RsisrWarning
 from rsisr.evaluation import BASELINES, DEFAULT_FIGURES, IMAGE_SUFFIXES, METRICS
+from rsisr.evaluation.multiband import is_plain_rgb, read_hr_bands, rgb_index
 from rsisr.imageops import bicubic_up, degrade, list_images, to_8bit, to_model_range
 
 log = logging.getLogger(__name__)
@@ -98,11 +103,19 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.T
 
 @dataclass
 class _Scorers:
-    """The requested metrics and the networks LPIPS and FID need (None: not requested or unavailable)."""
+    """The requested metrics and the networks LPIPS and FID need (None: not requested or
+    unavailable); ``rgb``: the channels LPIPS, FID and figures see (None: the image as it is, RGB);
+    ``per_band``: PSNR and SSIM of every band too (models of other than three bands)."""
 
     wanted: tuple[str, ...]
     lpips_net: torch.nn.Module | None = None
     inception: torch.nn.Module | None = None
+    rgb: list[int] | None = None
+    per_band: bool = False
+
+    def visible(self, x: torch.Tensor) -> torch.Tensor:
+        """The RGB bands of (B, C, H, W) ``x``."""
+        return x if self.rgb is None else x[:, self.rgb]
 
 
 @dataclass
@@ -114,34 +127,47 @@ class _Method:
     lpips: list[float] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    psnr_bands: list[list[float]] = field(default_factory=list)
+    ssim_bands: list[list[float]] = field(default_factory=list)
 
     def add(self, sr: torch.Tensor, hr: torch.Tensor, seconds: float, scorers: _Scorers) -> None:
-        """Score one output ``sr`` against ``hr``, both (1, 3, H, W) in [0, 255]."""
+        """Score one output ``sr`` against ``hr``, both (1, C, H, W) in [0, 255]."""
         from rsisr.evaluation import metrics as pixel
         from rsisr.evaluation import perceptual
+        from rsisr.evaluation.multiband import per_band
 
         self.seconds.append(seconds)
         if "psnr" in scorers.wanted:
             self.psnr.append(pixel.psnr(sr, hr).item())
+            if scorers.per_band:
+                self.psnr_bands.append(per_band(pixel.psnr, sr, hr))
         if "ssim" in scorers.wanted:
             self.ssim.append(pixel.ssim(sr, hr).item())
+            if scorers.per_band:
+                self.ssim_bands.append(per_band(pixel.ssim, sr, hr))
         if scorers.lpips_net is not None:
-            self.lpips.append(perceptual.lpips_distance(scorers.lpips_net, sr, hr).item())
+            self.lpips.append(perceptual.lpips_distance(scorers.lpips_net, scorers.visible(sr),
+                                                        scorers.visible(hr)).item())
         if scorers.inception is not None:
-            self.features.append(perceptual.inception_features(scorers.inception, sr))
+            self.features.append(perceptual.inception_features(scorers.inception, scorers.visible(sr)))
 
     def latest(self, count: int) -> dict[str, float]:
         """PSNR, SSIM and LPIPS of image number ``count`` - 1 (those that were scored)."""
         return {k: getattr(self, k)[-1] for k in ("psnr", "ssim", "lpips") if len(getattr(self, k)) == count}
 
-    def summary(self, hr_features: list[np.ndarray] | None) -> dict[str, float | None]:
-        """The report's metrics: means over the images; FID against ``hr_features`` (None: no FID)."""
+    def summary(self, hr_features: list[np.ndarray] | None, per_band: bool = False) -> dict:
+        """The report's metrics: means over the images; FID against ``hr_features`` (None: no
+        FID); ``per_band``: also ``psnr_per_band`` and ``ssim_per_band`` (means over the images)."""
+        from rsisr.evaluation.multiband import band_means
         from rsisr.evaluation.perceptual import frechet_distance
 
         fid = None
         if hr_features is not None:
             fid = frechet_distance(np.concatenate(self.features), np.concatenate(hr_features))
-        return {"psnr": _mean(self.psnr), "ssim": _mean(self.ssim), "lpips": _mean(self.lpips), "fid": fid}
+        out = {"psnr": _mean(self.psnr), "ssim": _mean(self.ssim), "lpips": _mean(self.lpips), "fid": fid}
+        if per_band:
+            out.update(psnr_per_band=band_means(self.psnr_bands), ssim_per_band=band_means(self.ssim_bands))
+        return out
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -213,15 +239,14 @@ def evaluate(
         model_path = default_model_path()
     model = load_model(model_path, dev).eval()  # no default model shipped: a one-line CheckpointError
     model_path = Path(model_path)
-    scorers = _Scorers(wanted, perceptual.load_lpips(weights_dir, dev) if "lpips" in wanted else None,
-                       perceptual.load_fid_inception(weights_dir, dev) if "fid" in wanted else None)
+    scorers, reader = _scorers(model.config, wanted, weights_dir, dev, figures_dir is not None)
     model_sr = model_runner(model, steps, seed, dev)
     runners = {"model": lambda lr: timed(lambda: model_sr(lr), dev),
                "bicubic": lambda lr: timed(lambda: bicubic_up(lr, SCALE), dev)}
     log.info("evaluating %s (%s, %d step(s)) and %s on %d images from %s on %s", model_path, model.config.preset,
              steps, ", ".join(methods[1:]) or "no baseline", len(files), data, dev)
     results, hr_features, panels = _score(files, data, {m: runners[m] for m in methods}, scorers, dev,
-                                          n_figures if figures_dir is not None else 0, progress)
+                                          n_figures if figures_dir is not None else 0, progress, reader)
     report = _report(dev, model_path, model.config, data, len(files), results, hr_features)
     for m in methods:
         log.info("%s: %s, %.4f s/image", m, report["metrics"][m], report["runtime_s_per_image"][m])
@@ -233,6 +258,18 @@ def evaluate(
         device_name = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
         write_figures(figures_dir, report, panels, steps=steps, seed=seed, device_name=device_name)
     return report
+
+
+def _scorers(cfg, wanted: tuple[str, ...], weights_dir, dev: torch.device, figures: bool) -> tuple[_Scorers, Callable]:
+    """The scorers of the requested metrics for a model of ``cfg``, and its HR image reader."""
+    from rsisr.evaluation import perceptual
+
+    rgb = rgb_index(cfg, wanted, figures)
+    scorers = _Scorers(wanted, perceptual.load_lpips(weights_dir, dev) if "lpips" in wanted else None,
+                       perceptual.load_fid_inception(weights_dir, dev) if "fid" in wanted else None,
+                       None if cfg.bands == 3 and rgb == [0, 1, 2] else rgb, cfg.bands != 3)
+    reader = read_hr if is_plain_rgb(cfg) else partial(read_hr_bands, cfg=cfg, min_side=MIN_HR_SIDE)
+    return scorers, reader
 
 
 def _choices(metrics, baselines, steps: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -258,14 +295,14 @@ def _hr_files(data: Path, limit: int | None) -> list[Path]:
 
 @torch.no_grad()
 def _score(files: list[Path], data: Path, runners: dict[str, Callable], scorers: _Scorers, dev: torch.device,
-           n_figures: int, progress: Callable[[int, int], None] | None):
+           n_figures: int, progress: Callable[[int, int], None] | None, reader: Callable = read_hr):
     """Run and score every method on every image. Returns the per-method results, the HR images'
     Inception features (FID) and the figure panels of the first ``n_figures`` images."""
     results = {m: _Method() for m in runners}
     hr_features: list[np.ndarray] = []
     panels: list[dict] = []
     for index, path in enumerate(files):
-        hr = read_hr(path)
+        hr = reader(path)
         lr = degrade(to_model_range(hr / 255.0)).to(dev)
         if index == 0:  # warm-up (CUDA context, cuDNN autotuning, allocator): not timed
             for run in runners.values():
@@ -273,7 +310,7 @@ def _score(files: list[Path], data: Path, runners: dict[str, Callable], scorers:
         if scorers.inception is not None:
             from rsisr.evaluation.perceptual import inception_features
 
-            hr_features.append(inception_features(scorers.inception, hr))
+            hr_features.append(inception_features(scorers.inception, scorers.visible(hr)))
         outputs = {}
         for m, run in runners.items():
             y, seconds = run(lr)
@@ -283,8 +320,8 @@ def _score(files: list[Path], data: Path, runners: dict[str, Callable], scorers:
             if "bicubic" not in outputs:
                 outputs["bicubic"] = to_8bit(bicubic_up(lr, SCALE))
             panels.append({
-                "name": path.relative_to(data).with_suffix("").as_posix(), "hr": hr,
-                **{m: outputs[m] for m in ("model", "bicubic")},
+                "name": path.relative_to(data).with_suffix("").as_posix(), "hr": scorers.visible(hr),
+                **{m: scorers.visible(outputs[m]) for m in ("model", "bicubic")},
                 "metrics": {m: r.latest(index + 1) for m, r in results.items()},
             })
         if progress is not None:
@@ -310,9 +347,10 @@ def _report(dev: torch.device, model_path: Path, cfg, data: Path, n_images: int,
             "sha256": file_sha256(model_path),
             "preset": cfg.preset,
             "inference_params": counts["decoder"] + counts["condnet"] + counts["unet"],
+            **({"bands": cfg.bands} if cfg.bands != 3 else {}),
         },
         "data": {"path": str(data.resolve()), "n_images": n_images},
-        "metrics": {m: r.summary(hr_features if fid_possible else None) for m, r in results.items()},
+        "metrics": {m: r.summary(hr_features if fid_possible else None, cfg.bands != 3) for m, r in results.items()},
         "runtime_s_per_image": {m: float(np.mean(r.seconds)) for m, r in results.items()},
     }
 

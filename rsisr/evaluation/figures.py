@@ -133,9 +133,15 @@ def write_figures(
         m = report["metrics"][key]
         lines.append(f"| {names[key]} | {_fmt(m['psnr'], 3)} | {_fmt(m['ssim'], 4)} | {_fmt(m['lpips'], 4)} "
                      f"| {_fmt(m['fid'], 3)} | {_fmt(report['runtime_s_per_image'][key], 4)} |")
+    for key in ("bicubic", "model"):
+        m = report["metrics"].get(key, {})
+        for name in ("psnr", "ssim"):
+            if m.get(f"{name}_per_band"):
+                values = ", ".join(_fmt(v, 3 if name == "psnr" else 4) for v in m[f"{name}_per_band"])
+                lines.append(f"\n{names[key]}, {name.upper()} per band 1-{len(m[f'{name}_per_band'])}: {values}")
     lines += [
         "",
-        "PSNR and SSIM on RGB in [0, 255] without border crop; LPIPS v0.1 (AlexNet); FID with the "
+        "PSNR and SSIM on RGB (or every band) in [0, 255] without border crop; LPIPS v0.1 (AlexNet); FID with the "
         "pytorch-fid Inception (pool3) between the set of outputs and the set of HR images. "
         "n/a: not requested, or the metric weights were not available.",
     ]

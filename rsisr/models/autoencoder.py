@@ -38,7 +38,7 @@ class DiagonalGaussian:
 
 
 class Decoder(nn.Module):
-    """D(lr, z): (B, 3, h, w) in [-1, 1] and (B, Z, h/2, w/2) -> (B, 3, 4h, 4w).
+    """D(lr, z): (B, C, h, w) in [-1, 1] and (B, Z, h/2, w/2) -> (B, C, 4h, 4w), C = ``bands``.
 
     Latent branch: conv Z -> ch*mult[-1], two middle ResNet blocks, then one level per
     ``ch_mult`` entry (deepest first) of ``num_res_blocks`` ResNet blocks with no spatial
@@ -47,7 +47,7 @@ class Decoder(nn.Module):
     the shallow features (IMDN's), and the pixel-shuffle x4 tail plus bicubic x4 of the LR.
     """
 
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, cfg: AutoencoderConfig, bands: int = 3):
         super().__init__()
         ch, mult, groups, sr = cfg.ch, cfg.ch_mult, cfg.norm_groups, cfg.sr_channels
         cur = ch * mult[-1]
@@ -62,7 +62,7 @@ class Decoder(nn.Module):
                 cur = ch * m
             self.latent_levels.append(nn.Sequential(*blocks))
             self.transfer.append(nn.Conv2d(cur, sr, 1))
-        self.head = nn.Conv2d(3, sr, 3, padding=1)
+        self.head = nn.Conv2d(bands, sr, 3, padding=1)
         self.frus = nn.ModuleList(FRU(sr, cfg.fru_blocks, cfg.distill_rate) for _ in mult)
         self.body_out = nn.Conv2d(sr, sr, 3, padding=1)
         self.tail = nn.Sequential(
@@ -71,7 +71,7 @@ class Decoder(nn.Module):
             nn.Conv2d(sr, 4 * sr, 3, padding=1),
             nn.PixelShuffle(2),
             nn.PReLU(sr),
-            nn.Conv2d(sr, 3, 3, padding=1),
+            nn.Conv2d(sr, bands, 3, padding=1),
         )
 
     def side_outputs(self, z: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
@@ -94,17 +94,19 @@ class Decoder(nn.Module):
 
 
 class ResidualAutoencoder(nn.Module):
-    """Stage-1 model: KL encoder on [lr_up, hr] (6 channels) and the two-branch decoder."""
+    """Stage-1 model: KL encoder on [lr_up, hr] (2 x ``bands`` channels; 6 for RGB) and the
+    two-branch decoder."""
 
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, cfg: AutoencoderConfig, bands: int = 3):
         super().__init__()
         self.config = cfg
-        self.encoder = Encoder(6, 2 * cfg.z_channels, cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.norm_groups)
+        self.bands = bands
+        self.encoder = Encoder(2 * bands, 2 * cfg.z_channels, cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.norm_groups)
         self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.z_channels, 1)
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(cfg, bands)
 
     def encode(self, hr: torch.Tensor, lr_up: torch.Tensor) -> DiagonalGaussian:
-        """E(hr, lr_up): (B, 3, H, W) x2 -> posterior over (B, Z, H/8, W/8) (paper Eq. 1)."""
+        """E(hr, lr_up): (B, C, H, W) x2 -> posterior over (B, Z, H/8, W/8) (paper Eq. 1)."""
         return DiagonalGaussian(self.quant_conv(self.encoder(torch.cat([lr_up, hr], dim=1))))
 
     def decode(self, lr: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -21,18 +21,20 @@ from rsisr.models.unet import UNet
 
 
 def build_condnet(cfg: ModelConfig) -> Encoder:
-    """CondNet(lr_up): (B, 3, H, W) -> (B, Z, H/8, W/8), the encoder architecture without KL."""
+    """CondNet(lr_up): (B, C, H, W) -> (B, Z, H/8, W/8), the encoder architecture without KL
+    (C = ``cfg.bands``)."""
     c = cfg.condnet
-    return Encoder(3, cfg.autoencoder.z_channels, c.ch, c.ch_mult, c.num_res_blocks, c.norm_groups)
+    return Encoder(cfg.bands, cfg.autoencoder.z_channels, c.ch, c.ch_mult, c.num_res_blocks, c.norm_groups)
 
 
 class LCMSR(nn.Module):
-    """The x4 inference model. ``forward(lr, noises)``: (B, 3, h, w) in [-1, 1] -> (B, 3, 4h, 4w)."""
+    """The x4 inference model. ``forward(lr, noises)``: (B, C, h, w) in [-1, 1] -> (B, C, 4h, 4w),
+    C = ``cfg.bands`` (3 for RGB)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        self.decoder = Decoder(cfg.autoencoder)
+        self.decoder = Decoder(cfg.autoencoder, cfg.bands)
         self.condnet = build_condnet(cfg)
         self.consistency = ConsistencyFunction(UNet(cfg.unet, cfg.autoencoder.z_channels), cfg.diffusion)
         # Latents are scaled by 1/std(z) measured on training data (LDM "scale_by_std").
@@ -52,8 +54,8 @@ class LCMSR(nn.Module):
         return (batch, self.config.autoencoder.z_channels, -(-h // m) * m // 2, -(-w // m) * m // 2)
 
     def forward(self, lr: torch.Tensor, noises: Sequence[torch.Tensor], steps: int = 1) -> torch.Tensor:
-        """Super-resolve (B, 3, h, w) in [-1, 1] with the given per-step noises of
-        :meth:`latent_shape`; returns (B, 3, 4h, 4w) in [-1, 1] (not clamped)."""
+        """Super-resolve (B, C, h, w) in [-1, 1] with the given per-step noises of
+        :meth:`latent_shape`; returns (B, C, 4h, 4w) in [-1, 1] (not clamped)."""
         h, w = lr.shape[-2:]
         lr_pad, z = self.predict_latent(lr, noises, steps)
         sr = self.decoder(lr_pad, z)
@@ -76,7 +78,7 @@ class LCMSR(nn.Module):
         self, lr_shape: Sequence[int], steps: int = 1, seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> list[torch.Tensor]:
-        """Draw ``steps`` standard-normal noise tensors for an LR batch of shape (B, 3, h, w)."""
+        """Draw ``steps`` standard-normal noise tensors for an LR batch of shape (B, C, h, w)."""
         if generator is None:
             generator = torch.Generator()
             if seed is None:

@@ -61,7 +61,7 @@ class AETrainer(Trainer):
             # Only the decoder learns: the latent space stays the one ``init`` was trained to.
             self.ae.encoder.requires_grad_(False)
             self.ae.quant_conv.requires_grad_(False)
-        self.disc = PatchDiscriminator(3, s.disc_channels, s.disc_layers).to(device)
+        self.disc = PatchDiscriminator(cfg.model.bands, s.disc_channels, s.disc_layers).to(device)
         if self.channels_last:
             for m in (self.ae, self.disc, self.lcm):
                 if m is not None:
@@ -72,6 +72,9 @@ class AETrainer(Trainer):
         self.models = {"ae": self.ae, "disc": self.disc}
         self.optimizers = {"ae": self.opt, "disc": self.opt_d}
         self.perceptual = _perceptual(s.perceptual_weight, s.perceptual_layers, metric_weights, device)
+        rgb = perceptual_bands(cfg)
+        # the channels LPIPS sees (None: all three of an RGB model, as they are)
+        self.rgb = None if rgb is None or (cfg.model.bands, rgb) == (3, (1, 2, 3)) else [b - 1 for b in rgb]
         self.loss_names = ("loss", "l1", "kl", "g", "d", "adv_weight") + (("lpips",) if self.perceptual else ())
         if cfg.run.compile:
             # The adaptive weight takes two gradients through the same graph (retain_graph=True),
@@ -105,7 +108,8 @@ class AETrainer(Trainer):
             rec = l1_sum(sr, hr)
             out: dict[str, torch.Tensor] = {"l1": rec.detach() / pixels}
             if self.perceptual is not None:
-                p = self.perceptual(sr.float(), hr.float()).mean()
+                a, b = (sr, hr) if self.rgb is None else (sr[:, self.rgb], hr[:, self.rgb])
+                p = self.perceptual(a.float(), b.float()).mean()
                 rec = rec + s.perceptual_weight * p * pixels
                 out["lpips"] = p.detach()
             out["kl"] = kl.detach()
@@ -187,6 +191,24 @@ def check_perceptual_weights(weight: float, folder) -> None:
         )
     for name in (VGG16_FILE, LPIPS_VGG_HEADS_FILE):
         _weights_file(folder, name)
+
+
+def perceptual_bands(cfg: TrainingConfig) -> tuple[int, int, int] | None:
+    """The model's bands (1-based) that the LPIPS term sees as red, green and blue: ``ae.perceptual_bands``,
+    else the model's :attr:`~rsisr.config.ModelConfig.rgb`; None when the term is off. A one-line
+    ConfigError for bands the model does not have, or a term that is on with no such bands."""
+    s, n = cfg.ae, cfg.model.bands
+    if s.perceptual_bands and max(s.perceptual_bands) > n:
+        raise ConfigError(f"ae.perceptual_bands {','.join(map(str, s.perceptual_bands))}: the model has bands 1 to {n} "
+                          "only; name three of them (red, green, blue)")
+    if s.perceptual_weight <= 0:
+        return None
+    bands = tuple(s.perceptual_bands) or cfg.model.rgb
+    if bands is None:
+        raise ConfigError(f"ae.perceptual_weight={s.perceptual_weight} needs three of this {n}-band model's bands as "
+                          "red, green and blue for LPIPS: set ae.perceptual_bands (e.g. 3,2,1) or model.rgb_bands, "
+                          "or set ae.perceptual_weight=0")
+    return bands
 
 
 def _perceptual(weight: float, layers: int, folder, device: torch.device):

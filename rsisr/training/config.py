@@ -269,18 +269,20 @@ def from_overrides(stage: str, overrides: Mapping[str, Any], *, base: Mapping[st
 
 def _model(overrides: Mapping[str, Any], base: Mapping[str, Any] | None, preset: str | None,
            base_model: ModelConfig | None) -> ModelConfig:
-    """The preset (or the stored / autoencoder's model), then the dotted ``model.`` overrides."""
+    """The preset (or the stored / autoencoder's model), then the dotted ``model.`` overrides. A preset
+    keeps the stored / autoencoder's bands, scaling and RGB bands: it names sizes, not the data."""
     model_over = {k[len("model."):]: v for k, v in overrides.items() if k.startswith("model.")}
     preset_name = preset or model_over.pop("preset", None)
     model_over.pop("preset", None)
+    before = ModelConfig.from_dict(base["model"]) if base is not None and "model" in base else base_model
     if preset_name is not None:
         if preset_name not in PRESETS:
             get_preset(str(preset_name))  # raises the naming error
         model = get_preset(preset_name)
-    elif base is not None and "model" in base:
-        model = ModelConfig.from_dict(base["model"])
-    elif base_model is not None:
-        model = base_model
+        if before is not None:  # a preset names sizes; the bands and their scaling are the data's
+            model = dataclasses.replace(model, bands=before.bands, scaling=before.scaling, rgb_bands=before.rgb_bands)
+    elif before is not None:
+        model = before
     else:
         model = get_preset(DEFAULT_PRESET)
     return model.replace(model_over) if model_over else model

@@ -6,9 +6,10 @@ keyed on (seed, position). A resumed run therefore continues the exact same stre
 number of loader workers. LR images are made from the HR batch on the training device by
 :func:`rsisr.imageops.degrade`.
 
-PNG/JPEG are read with Pillow, TIFF/GeoTIFF with rasterio (random windows; the first three
-bands, a single band replicated; non-uint8 values scaled as ``rsisr upscale`` does, with
-:func:`rsisr.radiometry.resolve_scaling` on a decimated read of the whole raster).
+PNG/JPEG are read with Pillow (RGB: for 3-band models only), TIFF/GeoTIFF with rasterio window by
+window (:mod:`rsisr.training.rasters`: the model's N bands, a single band replicated for a 3-band
+model; the model's stored scaling, else uint8 as is and other dtypes scaled as ``rsisr upscale``
+does; windows are drawn only where every pixel is valid, so nodata never enters a crop).
 
 Damaged images. :func:`scan_folder` decodes every image once before training: one that cannot
 be read (truncated, corrupt blocks, a damaged header) is skipped with one warning naming it, or
@@ -29,7 +30,7 @@ import torch
 
 from rsisr.errors import InputError
 from rsisr.imageops import list_images
-from rsisr.radiometry import Scaling, resolve_scaling
+from rsisr.radiometry import Scaling
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,17 @@ SUFFIXES = PIL_SUFFIXES + RASTER_SUFFIXES
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One usable training image: where it is, its size and (rasters) its value scaling."""
+    """One usable training image: where it is, its size, its value scaling, and (rasters) the
+    bands read and the validity grid of :func:`rsisr.training.rasters.scan_raster`."""
 
     path: str
     height: int
     width: int
     scaling: Scaling | None = None  # None: 8-bit, read by Pillow or a uint8 raster
+    bands: tuple[int, ...] = ()  # raster bands read (1-based); () for Pillow images
+    channels: int = 3  # the model's bands: what a crop holds (one band read is replicated to them)
+    #: cells of rasters.CELL pixels that are all valid; None: every pixel is valid
+    grid: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -57,52 +63,33 @@ class FolderScan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-#: Rows decoded at once when :func:`_scan_one` checks every block of a raster.
-SCAN_ROWS = 1024
-
-
-def _scan_one(path: Path, scale: str) -> ImageRecord:
+def _scan_one(path: Path, scale: str, model=None) -> ImageRecord:
     """Decode ``path`` whole, so that a damaged file fails here and not in the middle of training;
-    an :class:`InputError` naming the file and GDAL's or Pillow's message if it cannot be read."""
+    an :class:`InputError` naming the file and GDAL's or Pillow's message if it cannot be read,
+    or if it does not suit ``model`` (a ModelConfig; None: RGB, no stored scaling)."""
+    bands = getattr(model, "bands", 3)
+    stored = model.band_scaling() if model is not None else None
     if path.suffix.lower() in PIL_SUFFIXES:
         from PIL import Image
 
+        if bands != 3:
+            raise InputError(f"{path} is an RGB image; this {bands}-band model trains on rasters of {bands} bands")
         try:
             with Image.open(path) as im:
                 im.load()
-                return ImageRecord(str(path), im.height, im.width)
+                return ImageRecord(str(path), im.height, im.width, stored)  # RGB, as the model
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
             raise InputError(f"cannot read {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
-    from rasterio.windows import Window
+    from rsisr.training.rasters import scan_raster
 
-    from rsisr.rasterio_io import describe_window, open_raster, reading
-
-    with open_raster(path) as src:
-        bands = _bands(src.count)
-        scaling = None
-        for r0 in range(0, src.height, SCAN_ROWS):
-            window = Window(0, r0, src.width, min(SCAN_ROWS, src.height - r0))
-            with reading(path, f"pixels ({describe_window(window, bands)})"):
-                src.read(bands, window=window)
-                src.dataset_mask(window=window)
-        if np.dtype(src.dtypes[0]) != np.uint8:
-            step = max(1, max(src.height, src.width) // 512)
-            shape = (len(bands), max(1, src.height // step), max(1, src.width // step))
-            with reading(path, "the statistics sample"):
-                sample = src.read(bands, out_shape=shape)
-                valid = src.dataset_mask(out_shape=shape[1:]) > 0
-            scaling = resolve_scaling(scale, src.dtypes[0], len(bands), sample, valid)
-        return ImageRecord(str(path), src.height, src.width, scaling)
+    return ImageRecord(str(path), **scan_raster(path, scale, bands, stored), channels=bands)
 
 
-def _bands(count: int) -> list[int]:
-    """1-based band indexes read: the first three (one band is replicated later)."""
-    return [1, 2, 3] if count >= 3 else [1]
-
-
-def scan_folder(folder: str | Path, crop: int, scale: str = "auto", strict: bool = False) -> FolderScan:
-    """Readable images of at least ``crop`` x ``crop``; each unreadable one is skipped with one
-    warning naming it, and counted (``strict``: the first one is an :class:`InputError`).
+def scan_folder(folder: str | Path, crop: int, scale: str = "auto", strict: bool = False, model=None) -> FolderScan:
+    """Readable images of at least ``crop`` x ``crop`` (with a window of it free of nodata) for
+    ``model`` (a ModelConfig: its bands and stored scaling; None: RGB); each unreadable or
+    unsuitable one is skipped with one warning naming it, and counted (``strict``: the first one
+    is an :class:`InputError`).
 
     InputError: no images, none readable, or every readable one smaller than the crop.
     """
@@ -112,7 +99,7 @@ def scan_folder(folder: str | Path, crop: int, scale: str = "auto", strict: bool
     images, too_small, skipped = [], 0, []
     for path in files:
         try:
-            rec = _scan_one(path, scale)
+            rec = _scan_one(path, scale, model)
         except RsisrError as exc:
             if strict:
                 raise InputError(f"{exc} (--strict-data: every image must be readable; drop the flag to skip "
@@ -120,7 +107,7 @@ def scan_folder(folder: str | Path, crop: int, scale: str = "auto", strict: bool
             log.warning("skipping unreadable image: %s", exc)
             skipped.append((str(path), str(exc)))
             continue
-        if rec.height < crop or rec.width < crop:
+        if rec.height < crop or rec.width < crop or not _has_window(rec, crop):
             too_small += 1
             continue
         images.append(rec)
@@ -154,32 +141,44 @@ def split(images: list[ImageRecord], root: str | Path, fraction: float) -> tuple
     return train, val
 
 
-def read_window(rec: ImageRecord, top: int, left: int, size: int, with_mask: bool = False):
-    """(3, size, size) float32 in [0, 1] (and the valid fraction when ``with_mask``)."""
+def _has_window(rec: ImageRecord, size: int) -> bool:
+    """Whether ``rec`` holds a ``size`` window with only valid pixels."""
+    from rsisr.training.rasters import valid_anchors
+
+    return rec.grid is None or len(valid_anchors(rec.grid, rec.height, rec.width, size)) > 0
+
+
+def read_window(rec: ImageRecord, top: int, left: int, size: int) -> np.ndarray:
+    """(C, size, size) float32 in [0, 1]: C is the model's bands (three, or one replicated)."""
     if rec.path.lower().endswith(PIL_SUFFIXES):
         from PIL import Image
 
         try:
             with Image.open(rec.path) as im:
                 im = im.convert("RGB").crop((left, top, left + size, top + size))
-                arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+                raw = np.asarray(im).transpose(2, 0, 1)
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
             raise InputError(f"cannot read {rec.path} (changed since the scan?): "
                              f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
-        return (arr, 1.0) if with_mask else arr
-    from rasterio.windows import Window
+        return raw.astype(np.float32) / 255.0 if rec.scaling is None else rec.scaling.forward(raw)
+    from rsisr.training.rasters import read_raster_window
 
-    from rsisr.rasterio_io import describe_window, open_raster, reading
+    arr = read_raster_window(rec.path, rec.bands or (1,), rec.scaling, top, left, size)
+    if arr.shape[0] != rec.channels:  # one band for a 3-band model
+        arr = np.repeat(arr, rec.channels, axis=0)
+    return arr
 
-    with open_raster(rec.path, check=False) as src:
-        window = Window(left, top, size, size)
-        with reading(rec.path, f"pixels ({describe_window(window, _bands(src.count))})"):
-            values = src.read(_bands(src.count), window=window)
-            valid = float((src.dataset_mask(window=window) > 0).mean()) if with_mask else 1.0
-        arr = values.astype(np.float32) / 255.0 if rec.scaling is None else rec.scaling.forward(values)
-    if arr.shape[0] == 1:
-        arr = np.repeat(arr, 3, axis=0)
-    return (arr, valid) if with_mask else arr
+
+def _central_window(rec: ImageRecord, crop: int) -> tuple[int, int]:
+    """(top, left) of the centre crop, or of the valid window nearest it."""
+    top, left = (rec.height - crop) // 2, (rec.width - crop) // 2
+    if rec.grid is None:
+        return top, left
+    from rsisr.training.rasters import valid_anchors
+
+    anchors = valid_anchors(rec.grid, rec.height, rec.width, crop)
+    k = int(np.argmin(np.abs(anchors[:, 0] - top) + np.abs(anchors[:, 1] - left)))
+    return int(anchors[k, 0]), int(anchors[k, 1])
 
 
 def augment(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -192,9 +191,11 @@ def augment(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """``dataset[(image_index, position)]`` -> (3, crop, crop) float32 HR in [-1, 1].
+    """``dataset[(image_index, position)]`` -> (C, crop, crop) float32 HR in [-1, 1] (C: the model's bands).
 
-    The crop window and augmentation depend only on (seed, position).
+    The crop window and augmentation depend only on (seed, position). Windows hold only valid
+    pixels (:func:`rsisr.training.rasters.draw_window`). ``min_valid`` is no longer used (windows
+    used to be redrawn while fewer of their pixels were valid); it stays for old configurations.
     """
 
     def __init__(self, images: list[ImageRecord], crop: int, seed: int, min_valid: float = 0.9,
@@ -204,25 +205,38 @@ class CropDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.min_valid = min_valid
         self.hr_scales = tuple(int(f) for f in hr_scales)
+        self._bad: dict[int, np.ndarray] = {}  # summed-area tables of the validity grids, per image
+        self._factors: dict[int, list[int]] = {}  # the hr_scales that fit, per image
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _fits(self, index: int, rec: ImageRecord) -> list[int]:
+        """The ``hr_scales`` factors whose window fits the image (and has a valid place in it)."""
+        from rsisr.training.rasters import valid_anchors
+
+        if index not in self._factors:
+            fits = [f for f in self.hr_scales if min(rec.height, rec.width) >= self.crop * f]
+            if rec.grid is not None:
+                fits = [f for f in fits if f == 1 or len(valid_anchors(rec.grid, rec.height, rec.width, self.crop * f))]
+            self._factors[index] = fits or [1]
+        return self._factors[index]
+
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        from rsisr.training.rasters import _bad_counts, draw_window
+
         index, position = key
         rec = self.images[index]
         rng = np.random.default_rng([self.seed, 1, position])
         factor = 1
         if self.hr_scales != (1,):  # (1,) draws nothing, so existing streams stay as they were
-            fits = [f for f in self.hr_scales if min(rec.height, rec.width) >= self.crop * f] or [1]
+            fits = self._fits(index, rec)
             factor = fits[int(rng.integers(len(fits)))]
         size = self.crop * factor
-        for attempt in range(10):  # redraw windows that are mostly nodata (GeoTIFF collars)
-            top = int(rng.integers(rec.height - size + 1))
-            left = int(rng.integers(rec.width - size + 1))
-            arr, valid = read_window(rec, top, left, size, with_mask=True)
-            if valid >= self.min_valid:
-                break
+        if rec.grid is not None and index not in self._bad:
+            self._bad[index] = _bad_counts(rec.grid)
+        top, left = draw_window(rec.grid, rec.height, rec.width, size, rng, self._bad.get(index))
+        arr = read_window(rec, top, left, size)
         if factor > 1:  # area average: (C, crop * f, crop * f) -> (C, crop, crop)
             arr = arr.reshape(arr.shape[0], self.crop, factor, self.crop, factor).mean(axis=(2, 4))
         arr = augment(arr, rng)
@@ -257,7 +271,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset: CropDataset, batch_size: int, start_position: int, workers: int, pin: bool) -> Iterator[torch.Tensor]:
-    """Batches of (B, 3, crop, crop) from stream position ``start_position`` on."""
+    """Batches of (B, C, crop, crop) from stream position ``start_position`` on."""
     sampler = StreamSampler(len(dataset), dataset.seed, start_position)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
@@ -281,14 +295,15 @@ def _one_line_errors(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
 
 
 def load_val_set(images: list[ImageRecord], crop: int, count: int) -> torch.Tensor | None:
-    """Centre crops of up to ``count`` images, evenly spread over the list: (N, 3, crop, crop) in [-1, 1]."""
+    """Up to ``count`` crops of images evenly spread over the list: (N, C, crop, crop) in [-1, 1];
+    the centre crop, or (an image with nodata) the valid window nearest the centre."""
     if not images or count == 0:
         return None
     idx = np.unique(np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int))
     crops = []
     for i in idx:
         rec = images[i]
-        arr = read_window(rec, (rec.height - crop) // 2, (rec.width - crop) // 2, crop)
+        arr = read_window(rec, *_central_window(rec, crop), crop)
         crops.append(torch.from_numpy(np.ascontiguousarray(arr)))
     return torch.stack(crops) * 2.0 - 1.0
 

@@ -1,6 +1,6 @@
 """PatchGAN discriminator (pix2pix's NLayerDiscriminator, as in the LDM / reference stage 1).
 
-(B, 3, H, W) -> (B, 1, H', W') patch logits. With ``n_layers`` = 3 each logit sees a 70x70
+(B, C, H, W) -> (B, 1, H', W') patch logits. With ``n_layers`` = 3 each logit sees a 70x70
 receptive field.
 """
 

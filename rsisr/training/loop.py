@@ -97,7 +97,7 @@ def fit(trainer: Trainer, *, run_dir: Path, loader: Iterator[torch.Tensor], star
 
     run_dir = Path(run_dir)
     metrics = MetricsLog(run_dir / "metrics.csv", metric_columns(trainer.loss_names), resume_step=start_step)
-    validation = Validation(val_hr, metric_weights) if val_hr is not None else None
+    validation = Validation(val_hr, metric_weights, trainer.cfg.model.rgb) if val_hr is not None else None
     window = _LossWindow()
     step, saved = start_step, start_step if start_step > 0 else -1
     bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True,

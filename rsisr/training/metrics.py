@@ -131,37 +131,45 @@ def _plot_validation(ax, rows: list[dict[str, float | None]]) -> None:
 # Validation
 
 
-def score(sr: torch.Tensor, hr: torch.Tensor, lpips_net=None) -> tuple[float, float, float | None]:
-    """Mean PSNR, SSIM and (with ``lpips_net``) LPIPS of (N, 3, H, W) images in [-1, 1], rounded
-    to 8-bit values first (:func:`rsisr.imageops.to_8bit`): the functions ``rsisr evaluate`` uses."""
+def score(sr: torch.Tensor, hr: torch.Tensor, lpips_net=None, rgb=None) -> tuple[float, float, float | None]:
+    """Mean PSNR, SSIM and (with ``lpips_net``) LPIPS of (N, C, H, W) images in [-1, 1], rounded
+    to 8-bit values first (:func:`rsisr.imageops.to_8bit`): the functions ``rsisr evaluate`` uses.
+    PSNR and SSIM cover every band; LPIPS the ``rgb`` bands (1-based; None: the first three)."""
     from rsisr.evaluation.metrics import psnr, ssim
 
     a, b = to_8bit(sr), to_8bit(hr)
+    s_psnr, s_ssim = float(psnr(a, b).mean()), float(ssim(a, b).mean())
     lp = None
     if lpips_net is not None:
         from rsisr.evaluation.perceptual import lpips_distance
 
+        if a.shape[1] != 3 or tuple(rgb or (1, 2, 3)) != (1, 2, 3):
+            index = [c - 1 for c in (rgb or (1, 2, 3))]
+            a, b = a[:, index], b[:, index]
+
         lp = float(torch.cat([lpips_distance(lpips_net, a[k:k + 8], b[k:k + 8]) for k in range(0, len(a), 8)]).mean())
-    return float(psnr(a, b).mean()), float(ssim(a, b).mean()), lp
+    return s_psnr, s_ssim, lp
 
 
 class Validation:
-    """Scores of a stage's single-step SR of the validation crops ``hr`` (N, 3, crop, crop) in
+    """Scores of a stage's single-step SR of the validation crops ``hr`` (N, C, crop, crop) in
     [-1, 1] next to bicubic's (computed once): PSNR and SSIM, and LPIPS(AlexNet), the evaluation
-    metric, when the ``metric_weights`` folder is given."""
+    metric, on the model's ``rgb`` bands when the ``metric_weights`` folder is given (none
+    without RGB bands)."""
 
-    def __init__(self, hr: torch.Tensor, metric_weights: Path | None = None):
+    def __init__(self, hr: torch.Tensor, metric_weights: Path | None = None, rgb=(1, 2, 3)):
         self.hr = hr
+        self.rgb = rgb
         self.lpips_net = None
-        if metric_weights is not None:
+        if metric_weights is not None and rgb is not None:
             from rsisr.evaluation.perceptual import build_lpips_local
 
             self.lpips_net = build_lpips_local(metric_weights, "alex")
-        self.bicubic = score(bicubic_up(degrade(hr)), hr, self.lpips_net)
+        self.bicubic = score(bicubic_up(degrade(hr)), hr, self.lpips_net, rgb)
 
     def __call__(self, trainer, step: int) -> dict[str, float | None]:
         """The validation columns of metrics.csv at ``step``."""
-        val, bic = score(*trainer.validate(self.hr), self.lpips_net), self.bicubic
+        val, bic = score(*trainer.validate(self.hr), self.lpips_net, self.rgb), self.bicubic
         log.info("step %d: validation PSNR %.3f dB SSIM %.4f (bicubic %.3f dB %.4f)%s", step, val[0], val[1],
                  bic[0], bic[1], "" if val[2] is None else f" LPIPS {val[2]:.4f} (bicubic {bic[2]:.4f})")
         return dict(zip(VAL_COLUMNS, (val[0], val[1], bic[0], bic[1], val[2], bic[2])))

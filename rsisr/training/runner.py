@@ -63,9 +63,7 @@ def train(
     images = _images(cfg, strict_data)
     metric_weights = metric_weights_dir(cfg.run.metric_weights)
     if stage == "ae":
-        from rsisr.training.ae import check_perceptual_weights
-
-        check_perceptual_weights(cfg.ae.perceptual_weight, metric_weights)
+        _check_perceptual(cfg, metric_weights)
     cfg, device = _device(cfg)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
@@ -76,6 +74,14 @@ def train(
             return _run(cfg, out, resume, images, device, autoencoder, progress, callback, metric_weights)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_perceptual(cfg, metric_weights) -> None:
+    """Stage 1's LPIPS term: three of the model's bands as RGB and its weight files, when it is on."""
+    from rsisr.training.ae import check_perceptual_weights, perceptual_bands
+
+    perceptual_bands(cfg)
+    check_perceptual_weights(cfg.ae.perceptual_weight, metric_weights)
 
 
 def _stored_config(out: Path, stage: str) -> dict[str, Any]:
@@ -114,6 +120,13 @@ def _resolve(stage: str, stored: Mapping[str, Any] | None, *, ae, init, preset, 
         autoencoder, overrides[f"{stage}.{'ae' if stage == 'lcm' else 'init'}"] = _load_stage1(path)
     cfg = tconfig.from_overrides(stage, overrides, base=stored, preset=preset,
                                  base_model=autoencoder.full_config if autoencoder is not None else None)
+    if autoencoder is not None and (cfg.model.bands, cfg.model.scaling) != (autoencoder.full_config.bands,
+                                                                             autoencoder.full_config.scaling):
+        full = autoencoder.full_config
+        raise ConfigError(
+            f"model.bands/model.scaling ({cfg.model.bands}, {cfg.model.scaling or 'none'!r}) differ from the autoencoder "
+            f"in {'--ae' if stage == 'lcm' else '--init'} ({full.bands}, {full.scaling or 'none'!r}); drop those overrides"
+        )
     if autoencoder is not None and cfg.model.autoencoder != autoencoder.config:
         option, why = (("--ae", "stage 2 uses the stage-1 model as trained") if stage == "lcm" else
                        ("--init", "fine-tuning keeps the architecture"))
@@ -175,11 +188,11 @@ def _images(cfg, strict_data: bool) -> _Images:
 
     if not cfg.data.train:
         raise InputError("--data is needed: a folder of training images")
-    scan = scan_folder(cfg.data.train, cfg.data.crop, cfg.data.scale, strict=strict_data)
+    scan = scan_folder(cfg.data.train, cfg.data.crop, cfg.data.scale, strict=strict_data, model=cfg.model)
     if not cfg.data.val:
         return _Images(scan, *split(scan.images, cfg.data.train, cfg.data.val_fraction))
     try:
-        val_images = scan_folder(cfg.data.val, cfg.data.crop, cfg.data.scale, strict=strict_data).images
+        val_images = scan_folder(cfg.data.val, cfg.data.crop, cfg.data.scale, strict=strict_data, model=cfg.model).images
     except InputError as exc:
         raise InputError(f"--val: {exc}") from None
     return _Images(scan, scan.images, val_images)

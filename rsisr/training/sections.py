@@ -37,7 +37,8 @@ class DataConfig:
     val_images: int = 16
     #: Value scaling of non-uint8 rasters, as ``rsisr upscale --scale``: auto | none | MIN,MAX.
     scale: str = "auto"
-    #: A random GeoTIFF window is redrawn (up to 10 times) while fewer of its pixels are valid.
+    #: Unused since crops hold only valid pixels (GeoTIFF windows are drawn where no pixel is
+    #: nodata or masked); kept so that older configurations still load.
     min_valid: float = 0.9
     #: HR targets at these integer scales: each sample draws one factor f (among those whose
     #: crop * f window fits the image) and averages a (crop * f)^2 window down by f (area). (1,)
@@ -128,6 +129,10 @@ class AEStageConfig:
     #: VGG16 feature levels of the perceptual term: 5 = LPIPS as published; fewer = a cheaper
     #: loss (3 stops at relu3_3, the last two slices are not run).
     perceptual_layers: int = 5
+    #: The model's bands (1-based) that the perceptual term sees as red, green and blue, e.g.
+    #: [3, 2, 1] for Sentinel-2's B4, B3, B2 stored as bands 1-3 = B2, B3, B4; empty: the model's
+    #: ``rgb_bands`` (1, 2, 3 for a 3-band model). A model with no such bands cannot use the term.
+    perceptual_bands: tuple[int, ...] = ()
     #: Start from this autoencoder (``model.safetensors`` of an ``rsisr train ae`` run) instead of
     #: random weights; its model config is used. ``rsisr train ae --init``.
     init: str = ""
@@ -148,6 +153,9 @@ class AEStageConfig:
         for name in ("kl_weight", "adv_weight", "perceptual_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ae.{name} must be >= 0, got {getattr(self, name)}")
+        if self.perceptual_bands and (len(self.perceptual_bands) != 3 or min(self.perceptual_bands) < 1):
+            raise ConfigError(f"ae.perceptual_bands must be three 1-based bands (red, green, blue), e.g. [3, 2, 1], "
+                              f"got {list(self.perceptual_bands)}")
         if not 1 <= self.perceptual_layers <= 5:
             raise ConfigError(f"ae.perceptual_layers must be 1 to 5 (VGG16 feature levels), got {self.perceptual_layers}")
         if self.disc_layers <= 0 or self.disc_channels <= 0:

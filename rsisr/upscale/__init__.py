@@ -93,7 +93,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                  batch_size: int | None = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
                  precision: str = "auto", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
                  co=None, cog: bool = False, overwrite: bool = False, progress=False,
-                 compile: bool = False) -> UpscaleResult:
+                 compile: bool = False, other_bands: str | None = None) -> UpscaleResult:
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
     ``src``: a path or an open rasterio dataset; ``dst``: a ``.tif``/``.tiff`` path (written
@@ -104,20 +104,21 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     ``model``: a model file, None for the bundled default, or a model object
     (:class:`~rsisr.upscale.engine.SRModel`). The other keywords are ``rsisr upscale``'s options:
     ``tile``/``overlap`` (LR pixels), ``batch_size`` (None: 1 on a CPU, 4 on a GPU), ``steps``, ``seed``, ``device``,
-    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2" or a sequence, 1-based), ``bounds`` (xmin, ymin, xmax, ymax)
-    in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none
-    | "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag), ``co`` (["KEY=VALUE", ...] or a
-    mapping of GDAL creation options), ``cog``, ``overwrite``, ``progress`` (bool or
-    callable(done, total)) and ``compile`` (torch.compile the model; off by default: on the CPU its
-    warm-up took longer than a 1024 x 1024 scene, see README "Speed").
+    ``precision`` (auto: bf16 where the device runs it natively, else fp32), ``bands`` ("4,3,2") and
+    ``other_bands`` (drop | bicubic; :mod:`rsisr.upscale.bands`), ``bounds`` (xmin, ymin, xmax, ymax)
+    in ``bounds_crs`` (default the raster's CRS), ``aoi`` (a vector file), ``scale`` (auto | none |
+    "MIN,MAX" | per-band ranges | an ``RSISR_SCALING`` tag; a model's stored scaling replaces
+    ``auto``), ``co`` (["KEY=VALUE", ...] or a mapping of GDAL creation options), ``cog``,
+    ``overwrite``, ``progress`` (bool or callable(done, total)) and ``compile`` (torch.compile the
+    model; off by default: its CPU warm-up took longer than a 1024 x 1024 scene, README "Speed").
     """
     from rsisr.gdal_env import gdal_env
     from rsisr.upscale.output import check_dataset_output, check_output, write_geotiff, write_into
-    from rsisr.upscale.plan import load_model, make_plan, parse_options
+    from rsisr.upscale.plan import load_model, make_plan, parse_options, stored_scaling
     from rsisr.upscale.source import RasterSource, open_source
 
     t0 = time.perf_counter()
-    spec, bands = parse_options(scale, bands, bounds, bounds_crs, aoi)
+    spec, bands, other_bands = parse_options(scale, bands, bounds, bounds_crs, aoi, other_bands)
     dataset = dst if hasattr(dst, "write") and hasattr(dst, "mode") else None
     with gdal_env():
         src, owned = open_source(src)
@@ -130,9 +131,10 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
             run = dict(model_name=model_name, sha=sha, steps=steps, seed=seed, tile=engine.tile, overlap=engine.overlap,
                        precision=engine.precision)
             plan = make_plan(src, spec=spec, bands=bands, bounds=bounds, bounds_crs=bounds_crs, aoi=aoi, co=co, cog=cog,
-                             dst_path=None if dataset is not None else dst, run=run)
-            fill = _filler(engine, plan, RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha),
-                           progress)
+                             dst_path=None if dataset is not None else dst, run=run, model_bands=engine.bands,
+                             stored_scaling=stored_scaling(net), other_bands=other_bands)
+            source = RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha, engine.bands, plan.choice)
+            fill = _filler(engine, plan, source, progress)
             if dataset is not None:
                 check_dataset_output(dataset, plan.profile, cog)
                 write_into(dataset, fill)

@@ -1,9 +1,10 @@
 """The tiling engine (torch only): a model over a source in overlapping tiles, blended into a sink.
 
 The output is processed in panels of at most ``PANEL_WIDTH`` HR columns (block-aligned) and,
-inside a panel, tile row by tile row. An accumulator of ``(3, block height + 4 * tile, panel
-width)`` float32 values holds the rows that are not written yet; after each tile row the finished
-rows, in whole output blocks, are normalised and handed to the sink. Tiles whose blending support
+inside a panel, tile row by tile row. An accumulator of ``(C, block height + 4 * tile, panel
+width)`` float32 values (C: the model's bands, :func:`model_bands`) holds the rows that are not
+written yet; after each tile row the finished rows, in whole output blocks, are normalised and
+handed to the sink. Tiles whose blending support
 straddles a panel edge are run once for each panel (identically, since the noise comes from
 scene coordinates). Memory thus depends on the tile, block and panel sizes and the batch, never
 on the scene's size. Overlaps are blended by normalised feathered overlap-add
@@ -42,8 +43,8 @@ FILL_GROW = 16
 class SRModel(Protocol):
     """The model contract of the engine (LCMSR has it; :mod:`rsisr.standins` has stand-ins).
 
-    - ``model(lr, noises, steps)``: lr (B, 3, h, w) float in [-1, 1] -> (B, 3, 4h, 4w) (the
-      engine clamps it to [-1, 1]);
+    - ``model(lr, noises, steps)``: lr (B, C, h, w) float in [-1, 1] -> (B, C, 4h, 4w) (the
+      engine clamps it to [-1, 1]); C is ``config.bands`` or ``bands`` (default 3);
     - optional ``latent_shape(h, w, batch)`` -> (B, Z, h', w'), the shape of each of the
       ``steps`` noise tensors (without it ``noises`` is an empty list);
     - optional ``config.lr_multiple`` or ``lr_multiple``: tile origins, tiles and overlaps are
@@ -56,7 +57,7 @@ class SRModel(Protocol):
 
 class Source(Protocol):
     """What the engine reads: ``shape`` (H, W) in LR pixels, ``has_mask``, and ``read(rows,
-    cols)`` -> (3, h, w) float values in [0, 1] and an (h, w) bool validity mask (or None)."""
+    cols)`` -> (C, h, w) float values in [0, 1] and an (h, w) bool validity mask (or None)."""
 
     shape: tuple[int, int]
     has_mask: bool
@@ -66,7 +67,7 @@ class Source(Protocol):
 
 class Sink(Protocol):
     """What the engine writes to: ``block_shape`` (HR rows, cols) and ``write(row, col, data)``
-    taking a (3, h, w) float32 tensor in [0, 1] (on the engine's device) at HR offsets inside the
+    taking a (C, h, w) float32 tensor in [0, 1] (on the engine's device) at HR offsets inside the
     output window; every call covers whole blocks."""
 
     block_shape: tuple[int, int]
@@ -78,6 +79,12 @@ def model_multiple(model) -> int:
     """The LR multiple the model needs (``config.lr_multiple`` or ``lr_multiple``; default 1)."""
     cfg = getattr(model, "config", None)
     return int(getattr(cfg, "lr_multiple", None) or getattr(model, "lr_multiple", None) or 1)
+
+
+def model_bands(model) -> int:
+    """The bands the model takes and gives (``config.bands`` or ``bands``; default 3, RGB)."""
+    cfg = getattr(model, "config", None)
+    return int(getattr(cfg, "bands", None) or getattr(model, "bands", None) or 3)
 
 
 def fill_invalid(values: torch.Tensor, valid: torch.Tensor, grow: int = FILL_GROW, fill: float = 0.5) -> torch.Tensor:
@@ -95,10 +102,10 @@ def fill_invalid(values: torch.Tensor, valid: torch.Tensor, grow: int = FILL_GRO
     for _ in range(grow):
         # 3x3 means of the valid values (the sum of v, since invalid v is 0) and of the mask
         pooled = F.avg_pool2d(torch.cat([v, m])[None], 3, stride=1, padding=1)[0]
-        new = (m == 0) & (pooled[3:] > 0)
+        new = (m == 0) & (pooled[-1:] > 0)
         if not bool(new.any()):
             break
-        v = torch.where(new, pooled[:3] / pooled[3:].clamp_min(1e-12), v)
+        v = torch.where(new, pooled[:-1] / pooled[-1:].clamp_min(1e-12), v)
         m = m + new.to(m.dtype)
     return torch.where(m > 0, v, torch.full_like(v, fill))
 
@@ -120,6 +127,7 @@ class TiledUpscaler:
         # auto: bf16 where the device runs it natively (checked at run time), else fp32
         self.precision = resolve_precision(precision, self.device)
         self.multiple = model_multiple(model)
+        self.bands = model_bands(model)
         self.tile, self.overlap = effective_tiling(tile, overlap, self.multiple)
         if (self.tile, self.overlap) != (tile, overlap):
             log.info("tile %d and overlap %d aligned to the model's multiple of %d: tile %d, overlap %d",
@@ -188,7 +196,7 @@ class TiledUpscaler:
             raise DeviceError(f"torch.compile failed ({first[:200]}); run without --compile") from None
 
     def forward(self, x: torch.Tensor, origins: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """(B, 3, h, w) in [-1, 1] with LR scene origins -> (B, 3, 4h, 4w) in [-1, 1].
+        """(B, C, h, w) in [-1, 1] with LR scene origins -> (B, C, 4h, 4w) in [-1, 1].
 
         Out of memory: retry with half the batch, then (at batch 1) with the tile run as a grid
         of half-size tiles, and keep the smaller setting for the rest of the run.
@@ -229,7 +237,7 @@ class TiledUpscaler:
             child = self._child
             child.noise_origin = (self.noise_origin[0] + y0, self.noise_origin[1] + x0)
             source = ArraySource((x[k] + 1.0) * 0.5)
-            sink = ArraySink(SCALE * x.shape[-2], SCALE * x.shape[-1], block=(16, 16))
+            sink = ArraySink(SCALE * x.shape[-2], SCALE * x.shape[-1], block=(16, 16), bands=x.shape[1])
             child.run(source, sink)
             outs.append(torch.from_numpy(sink.out).to(x.device) * 2.0 - 1.0)
         return torch.stack(outs)
@@ -255,7 +263,7 @@ class TiledUpscaler:
                 wx_sum = torch.from_numpy(px.weight_sum(ox + p0, ox + p1)).float().to(self.device)
                 wx = {j: torch.from_numpy(px.weights(j)).float().to(self.device) for j in cols}
                 cap = min(bh + SCALE * self.tile, out_h)
-                acc = torch.zeros(3, cap, p1 - p0, device=self.device)
+                acc = torch.zeros(self.bands, cap, p1 - p0, device=self.device)
                 r0 = 0  # first output row (window coordinates) held in acc
                 for n, i in enumerate(rows):
                     wy = torch.from_numpy(py.weights(i)).float().to(self.device)
@@ -291,7 +299,7 @@ class TiledUpscaler:
 
     def _tile_row(self, source, py: AxisPlan, px: AxisPlan, i: int, cols: range):
         """Read tile row ``i`` over tile columns ``cols`` (one read, with the fill halo) and yield
-        (j, (3, 4h, 4w) output in [0, 1]) for every tile, run in batches of equal shapes."""
+        (j, (C, 4h, 4w) output in [0, 1]) for every tile, run in batches of equal shapes."""
         if len(cols) == 0:
             return
         H, W = source.shape

@@ -12,7 +12,7 @@ from rsisr.upscale.engine import TiledUpscaler
 
 
 class ArraySource:
-    """An in-memory scene: (3, H, W) values in [0, 1] and an optional (H, W) validity mask."""
+    """An in-memory scene: (C, H, W) values in [0, 1] and an optional (H, W) validity mask."""
 
     def __init__(self, values, valid=None):
         self.values = torch.as_tensor(np.asarray(values, np.float32) if not torch.is_tensor(values) else values)
@@ -27,10 +27,10 @@ class ArraySource:
 
 
 class ArraySink:
-    """Collects the output in memory: ``out`` is (3, 4 h, 4 w) float32."""
+    """Collects the output in memory: ``out`` is (C, 4 h, 4 w) float32 (C = ``bands``)."""
 
-    def __init__(self, height: int, width: int, block: tuple[int, int] = (64, 64)):
-        self.out = np.zeros((3, height, width), np.float32)
+    def __init__(self, height: int, width: int, block: tuple[int, int] = (64, 64), bands: int = 3):
+        self.out = np.zeros((bands, height, width), np.float32)
         self.block_shape = block
         self.written = np.zeros((height, width), np.int32)
 
@@ -41,12 +41,13 @@ class ArraySink:
 
 
 def upscale_array(image, model, valid=None, window=None, **options) -> np.ndarray:
-    """Upscale an in-memory (3, H, W) float image in [0, 1] by 4x with the tiling engine
-    (same tiling, noise and blending as :func:`upscale_file`); returns (3, 4h, 4w) float32 of
+    """Upscale an in-memory (C, H, W) float image in [0, 1] by 4x with the tiling engine
+    (same tiling, noise and blending as :func:`upscale_file`; C: the model's bands); returns
+    (C, 4h, 4w) float32 of
     ``window`` = (row_off, col_off, height, width), default the whole image."""
     engine = TiledUpscaler(model, **options)
     source = ArraySource(image, valid)
     window = window or (0, 0, *source.shape)
-    sink = ArraySink(SCALE * window[2], SCALE * window[3])
+    sink = ArraySink(SCALE * window[2], SCALE * window[3], bands=engine.bands)
     engine.run(source, sink, window)
     return sink.out

@@ -19,7 +19,8 @@ import numpy as np
 from rsisr.config import SCALE
 from rsisr.errors import ConfigError, InputError
 from rsisr.radiometry import Scaling, parse_scale, resolve_scaling
-from rsisr.upscale.source import check_georeferencing, mask_mode, select_bands, statistics_sample
+from rsisr.upscale.bands import BandChoice, parse_other_bands
+from rsisr.upscale.source import band_choice, check_georeferencing, mask_mode, statistics_sample
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class UpscalePlan:
     units: list
     scales: list | None
     offsets: list | None
+    #: the model's bands and the bands written (``--other-bands``); None: the model's only
+    choice: BandChoice | None = None
 
     @property
     def lr_window(self) -> tuple[int, int, int, int]:
@@ -51,8 +54,9 @@ class UpscalePlan:
         return int(w.row_off), int(w.col_off), int(w.height), int(w.width)
 
 
-def parse_options(scale, bands, bounds, bounds_crs, aoi):
-    """(scale spec, band tuple or None): the options that need no raster, checked first."""
+def parse_options(scale, bands, bounds, bounds_crs, aoi, other_bands=None):
+    """(scale spec, band tuple or None, other-bands mode or None): the options that need no
+    raster, checked first (the count of ``--bands`` is checked against the model later)."""
     from rsisr.upscale.source import parse_bands
 
     spec = parse_scale(scale or "auto") if isinstance(scale, str) or scale is None else scale
@@ -62,7 +66,7 @@ def parse_options(scale, bands, bounds, bounds_crs, aoi):
         raise InputError("give --bounds or --aoi, not both")
     if bounds is None and bounds_crs is not None:
         raise InputError("--bounds-crs needs --bounds")
-    return spec, parse_bands(bands)
+    return spec, parse_bands(bands, None), parse_other_bands(other_bands)
 
 
 def load_model(model):
@@ -82,6 +86,12 @@ def load_model(model):
     return model, None, type(model).__name__
 
 
+def stored_scaling(model) -> Scaling | None:
+    """The scaling stored in ``model``'s config (:meth:`rsisr.config.ModelConfig.band_scaling`), or None."""
+    band_scaling = getattr(getattr(model, "config", None), "band_scaling", None)
+    return band_scaling() if callable(band_scaling) else None
+
+
 def _window(src, bounds, bounds_crs, aoi):
     from rasterio.windows import Window
 
@@ -96,7 +106,17 @@ def _window(src, bounds, bounds_crs, aoi):
     return Window(int(window.col_off), int(window.row_off), int(window.width), int(window.height))
 
 
-def _scaling(src, spec, indexes, dtype, has_mask: bool) -> Scaling:
+def _scaling(src, spec, indexes, dtype, has_mask: bool, stored: Scaling | None = None) -> Scaling:
+    """The value scaling: the model's stored one (``stored``) unless ``--scale`` names another
+    than ``auto``; else ``--scale``'s rules."""
+    if stored is not None and spec == "auto":
+        scaling = stored if len(indexes) == len(stored.lo) else Scaling("model", stored.lo[:1], stored.hi[:1])
+        log.info("scaling %s (stored in the model)", scaling.to_tag())
+        return scaling
+    if stored is not None:
+        log.warning("--scale %s replaces the scaling the model was trained with (%s)",
+                    spec if isinstance(spec, str) else Scaling("range", *_ranges(spec, len(indexes))).to_tag(),
+                    stored.to_tag())
     if spec == "auto" and dtype != np.uint8:
         sample, valid = statistics_sample(src, indexes, has_mask)
         scaling = resolve_scaling(spec, dtype, len(indexes), sample, valid)
@@ -104,6 +124,13 @@ def _scaling(src, spec, indexes, dtype, has_mask: bool) -> Scaling:
         scaling = resolve_scaling(spec, dtype, len(indexes))
     log.info("scaling %s", scaling.to_tag())
     return scaling
+
+
+def _ranges(spec, bands: int):
+    """(lo, hi) of a ``(min, max)`` or per-band :class:`Scaling` spec."""
+    if isinstance(spec, Scaling):
+        return spec.lo, spec.hi
+    return (spec[0],) * bands, (spec[1],) * bands
 
 
 def _tags(src, scaling: Scaling, indexes, run: dict) -> dict[str, str]:
@@ -134,10 +161,13 @@ def _band_metadata(src, out_bands) -> dict:
 
 
 def make_plan(src, *, spec, bands, bounds, bounds_crs, aoi, co, cog: bool, dst_path: Path | None,
-              run: dict) -> UpscalePlan:
+              run: dict, model_bands: int = 3, stored_scaling: Scaling | None = None,
+              other_bands: str | None = None) -> UpscalePlan:
     """Resolve the plan for the open dataset ``src``. ``run``: model_name, sha, steps, seed and
     the engine's aligned tile and overlap (recorded in the tags). ``dst_path``: where the
-    output goes (its free space is checked before the statistics sample), or None."""
+    output goes (its free space is checked before the statistics sample), or None.
+    ``model_bands``/``stored_scaling``: the model's bands and stored scaling (None: none);
+    ``other_bands``: ``--other-bands`` (None: drop, with a warning naming the bands left out)."""
     from affine import Affine
 
     from rsisr.gdal_env import check_creation_options, cog_defaults, gtiff_defaults, parse_creation_options
@@ -146,10 +176,11 @@ def make_plan(src, *, spec, bands, bounds, bounds_crs, aoi, co, cog: bool, dst_p
 
     with reading(src.name, "the georeferencing and bands"):
         check_georeferencing(src)
-        indexes, alpha = select_bands(src, bands)
+        choice, alpha = band_choice(src, bands, model_bands, other_bands)
+    indexes = choice.model
     window = _window(src, bounds, bounds_crs, aoi)
     dtype = np.dtype(src.dtypes[0])
-    count = len(indexes) + (1 if alpha is not None else 0)
+    count = len(choice.out) + (1 if alpha is not None else 0)
     user_co = parse_creation_options(co)
     gtiff = {**gtiff_defaults(dtype), **({} if cog else user_co)}
     cog_options = {**cog_defaults(), **user_co}
@@ -158,14 +189,17 @@ def make_plan(src, *, spec, bands, bounds, bounds_crs, aoi, co, cog: bool, dst_p
         mode = mask_mode(src, alpha)
     if dst_path is not None:
         check_output_space(dst_path, SCALE * window.width, SCALE * window.height, count, dtype, mode == "mask")
-    scaling = _scaling(src, spec, indexes, dtype, mode != "none")
+    scaling = _scaling(src, spec, indexes, dtype, mode != "none", stored_scaling)
     transform = compose(src.window_transform(window), Affine.scale(1 / SCALE))
     profile = dict(driver="GTiff", width=SCALE * window.width, height=SCALE * window.height, count=count,
                    dtype=dtype, crs=src.crs, transform=transform, nodata=src.nodata, **gtiff)
-    out_bands = list(indexes) + ([alpha] if alpha is not None else [])
+    out_bands = list(choice.out) + ([alpha] if alpha is not None else [])
+    tags = _tags(src, scaling, indexes, run)
+    if choice.mode == "bicubic":
+        tags["RSISR_OTHER_BANDS"] = "bicubic"
     return UpscalePlan(indexes=tuple(indexes), alpha=alpha, window=window, mask_mode=mode, scaling=scaling,
-                       profile=profile, cog_options=cog_options if cog else None,
-                       tags=_tags(src, scaling, indexes, run), **_band_metadata(src, out_bands))
+                       profile=profile, cog_options=cog_options if cog else None, tags=tags,
+                       choice=choice, **_band_metadata(src, out_bands))
 
 
 def write_metadata(out, plan: UpscalePlan) -> None:

@@ -17,6 +17,7 @@ class RasterSink:
     with all bands, with its mask (nodata, internal mask or alpha band, as the input had)."""
 
     def __init__(self, dst, source: RasterSource, window, bands: int):
+        """``bands``: the model bands read (1: one band, replicated for the model and averaged back)."""
         self.dst = dst
         self.source = source
         self.window = window  # LR window of the input that the output covers
@@ -40,6 +41,8 @@ class RasterSink:
         ca, cb, _, _ = bicubic_support(*cols, self.source.shape[1], SCALE)
         block = self.source.block(Window(ca, ra, cb - ca, rb - ra))
         values = self._values(data, block, rows, cols)
+        if self.source.choice.others:
+            values = self.source.choice.assemble(values, self._others(rows, cols))
         if self.source.has_mask or block.alpha is not None:
             values = self._masked(values, block, rows, cols)
         self.dst.write(values, window=Window(col, row, w, h))
@@ -58,6 +61,16 @@ class RasterSink:
         if data.device.type == "cpu":  # numpy: same float64 result, no thread pool to wait on
             return scaling.inverse(data.numpy(), self.dtype, extra)
         return scaling.inverse_torch(data, self.dtype, extra)
+
+    def _others(self, rows, cols) -> np.ndarray:
+        """The bands written bicubic x4 (``--other-bands bicubic``), in the raster's dtype."""
+        from rsisr.radiometry import to_dtype
+        from rsisr.upscale.bands import other_bands_up
+        from rsisr.upscale.engine import FILL_GROW
+
+        grow = FILL_GROW if self.source.has_mask else 0
+        up = other_bands_up(self.source.read_others, self.source.shape, rows, cols, grow, SCALE)
+        return to_dtype(up.numpy(), self.dtype)
 
     def _masked(self, values: np.ndarray, block: BlockInput, rows, cols) -> np.ndarray:
         """Nearest x4 of the block's input masks applied to ``values`` (and the alpha band added)."""

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rsisr.errors import BandSelectionWarning, GeoreferencingWarning, InputError
+from rsisr.errors import GeoreferencingWarning, InputError
+from rsisr.upscale.bands import BandChoice, choose_bands, parse_bands  # noqa: F401 - parse_bands is re-exported
 
 #: Side of the decimated sample that ``--scale auto`` reads.
 SAMPLE_SIDE = 1024
@@ -40,9 +41,12 @@ class BlockInput:
 
 
 class RasterSource:
-    """Reads the model bands (three, or one replicated) of a rasterio dataset, scaled to [0, 1]."""
+    """Reads the model bands of a rasterio dataset, scaled to [0, 1] (one band replicated for a
+    3-band model), and what each output block needs: masks, the alpha band and, with
+    ``--other-bands bicubic``, the other bands' raw values (``choice``)."""
 
-    def __init__(self, src, indexes: tuple[int, ...], scaling, mask_mode: str, alpha: int | None = None):
+    def __init__(self, src, indexes: tuple[int, ...], scaling, mask_mode: str, alpha: int | None = None,
+                 model_bands: int = 3, choice: BandChoice | None = None):
         self.src = src
         self.indexes = list(indexes)
         self.scaling = scaling
@@ -52,6 +56,8 @@ class RasterSource:
         self.float = np.dtype(src.dtypes[0]).kind == "f"
         self.gdal_mask = mask_mode in ("nodata", "mask", "alpha")
         self.has_mask = self.gdal_mask or self.float
+        self.replicate = model_bands if len(self.indexes) == 1 else 1
+        self.choice = choice or BandChoice(tuple(indexes), tuple(indexes))
 
     def _read(self, fn, what: str, **kwargs):
         from rsisr.rasterio_io import describe_window, reading
@@ -66,30 +72,40 @@ class RasterSource:
         valid = np.ones((int(window.height), int(window.width)), bool)
         if self.gdal_mask:
             valid &= self._read(self.src.dataset_mask, "the mask", window=window) > 0
-        if self.float:
+        if self.float and raw is not None:
             valid &= np.isfinite(raw).all(axis=0)
         return valid
 
     def read(self, rows, cols):
-        """The engine's read: (3, h, w) values in [0, 1] and the validity mask (or None)."""
+        """The engine's read: (C, h, w) values in [0, 1] and the validity mask (or None)."""
         from rasterio.windows import Window
 
         window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
         raw = self._read(self.src.read, "pixels", indexes=self.indexes, window=window)
         values = self.scaling.forward(raw)
-        if values.shape[0] == 1:
-            values = np.repeat(values, 3, axis=0)
+        if self.replicate > 1:
+            values = np.repeat(values, self.replicate, axis=0)
         return values, self._valid(window, raw)
+
+    def read_others(self, r0: int, r1: int, c0: int, c1: int):
+        """Raw values of the bands written bicubic x4 and the dataset mask (or None) of LR rows
+        [r0, r1) and cols [c0, c1) (:func:`rsisr.upscale.bands.other_bands_up`)."""
+        from rasterio.windows import Window
+
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        raw = self._read(self.src.read, "pixels", indexes=list(self.choice.others), window=window)
+        return raw, self._valid(window, None)
 
     def block(self, window) -> BlockInput:
         """Everything an output block needs of the LR ``window``, each read once: raw values
-        where the scaling may carry some over or the mask needs them (floats), the masks, and
-        the alpha band."""
+        where the scaling may carry some over or the mask needs them (floats), the masks (of
+        every band written), and the alpha band."""
         need_raw = self.scaling.mode != "uint8" or self.float
         raw = self._read(self.src.read, "pixels", indexes=self.indexes, window=window) if need_raw else None
         band_valid = alpha = None
         if self.mask_mode == "nodata":
-            band_valid = self._read(self.src.read_masks, "the band masks", indexes=self.indexes, window=window) > 0
+            band_valid = self._read(self.src.read_masks, "the band masks", indexes=list(self.choice.out),
+                                    window=window) > 0
         if self.alpha is not None:
             alpha = self._read(self.src.read, "the alpha band", indexes=[self.alpha], window=window)
         return BlockInput(window, raw, self._valid(window, raw), band_valid, alpha)
@@ -108,50 +124,19 @@ def mask_mode(src, alpha: int | None) -> str:
     return "none"
 
 
-def parse_bands(bands) -> tuple[int, ...] | None:
-    if bands is None or bands == "" or bands == ():
-        return None
-    if isinstance(bands, int):
-        bands = (bands,)
-    if isinstance(bands, str):
-        try:
-            bands = [int(b) for b in bands.replace(" ", "").split(",") if b]
-        except ValueError:
-            raise InputError(f"invalid --bands {bands!r}; give 1-based band numbers, e.g. 4,3,2") from None
-    bands = tuple(int(b) for b in bands)
-    if len(bands) not in (1, 3):
-        raise InputError(f"--bands takes one band or three (red,green,blue), got {len(bands)}: "
-                         f"{','.join(map(str, bands))}")
-    return bands
-
-
-def select_bands(src, bands: tuple[int, ...] | None) -> tuple[tuple[int, ...], int | None]:
+def select_bands(src, bands: tuple[int, ...] | None, model_bands: int = 3,
+                 other_bands: str | None = None) -> tuple[tuple[int, ...], int | None]:
     """(model band indexes, alpha band index or None) for ``--bands`` (or the default choice)."""
+    choice, alpha = band_choice(src, bands, model_bands, other_bands)
+    return choice.model, alpha
+
+
+def band_choice(src, bands: tuple[int, ...] | None, model_bands: int = 3, other_bands: str | None = None):
+    """(:class:`~rsisr.upscale.bands.BandChoice`, alpha band index or None) of the open raster."""
     from rasterio.enums import ColorInterp
 
     alpha = next((i for i, ci in zip(src.indexes, src.colorinterp) if ci == ColorInterp.alpha), None)
-    candidates = [i for i in src.indexes if i != alpha]
-    if bands is not None:
-        for b in bands:
-            if not 1 <= b <= src.count:
-                raise InputError(f"--bands {','.join(map(str, bands))}: band {b} does not exist; "
-                                 f"{src.name} has bands 1 to {src.count}")
-            if b == alpha:
-                raise InputError(f"--bands: band {b} is the alpha band, which rsisr uses as the mask; "
-                                 "choose colour bands")
-        return bands, alpha
-    if len(candidates) == 1:
-        return (candidates[0],), alpha
-    if len(candidates) == 2:
-        warnings.warn(f"{src.name} has 2 bands; using band {candidates[0]} only (choose with --bands N)",
-                      BandSelectionWarning, stacklevel=3)
-        return (candidates[0],), alpha
-    chosen = tuple(candidates[:3])
-    if len(candidates) > 3:
-        warnings.warn(
-            f"{src.name} has {len(candidates)} bands; using bands {','.join(map(str, chosen))} as red, green "
-            "and blue (choose others with --bands, e.g. --bands 4,3,2)", BandSelectionWarning, stacklevel=3)
-    return chosen, alpha
+    return choose_bands(src.count, model_bands, bands, other_bands, src.name, alpha), alpha
 
 
 def open_source(src):
