@@ -89,13 +89,17 @@ def test_default_model_recipe_resolves():
     examples = Path(__file__).resolve().parents[1] / "examples"
     main = tc.load_config_file(examples / "train_default.yaml")
     ae, lcm = tc.resolve("ae", files=[main]), tc.resolve("lcm", files=[main])
-    assert (ae.ae.max_steps, ae.ae.disc_start, ae.ae.lr, ae.ae.batch_size, ae.data.crop) == (2400, 700, 2e-4, 8, 128)
-    assert (lcm.lcm.max_steps, lcm.model.diffusion.prediction) == (9000, "x0")
+    assert (ae.ae.max_steps, ae.ae.disc_start, ae.ae.lr, ae.ae.batch_size, ae.data.crop) == (1760, 1000, 2e-4, 8, 128)
+    assert ae.data.hr_scales == (1, 2) and ae.data.val_images == 32
+    assert (lcm.lcm.max_steps, lcm.lcm.lr, lcm.model.diffusion.prediction) == (7803, 2e-4, "x0")
     decoder = tc.load_config_file(examples / "train_default_decoder.yaml")
-    with pytest.raises(ConfigError, match="--init"):
-        tc.resolve("ae", files=[decoder], flags={"ae.train_encoder": False})
-    dec = tc.resolve("ae", files=[decoder], flags={"ae.train_encoder": False, "ae.init": "runs/default_ae"})
-    assert (dec.ae.max_steps, dec.ae.disc_start, dec.ae.adv_weight, dec.data.crop) == (900, 0, 0.5, 128)
+    dec = tc.resolve("ae", files=[decoder], flags={"ae.lcm": "runs/default_lcm/model.safetensors"})
+    assert (dec.ae.max_steps, dec.ae.lr, dec.ae.adv_weight, dec.ae.perceptual_weight, dec.data.crop) == \
+        (DECODER_STEPS, 5e-5, 0.0, 0.2, 128)
+
+
+#: Stage 3 steps of the shipped default model (README, "Default model").
+DECODER_STEPS = 600
 
 
 def test_hr_scales_are_validated():
