@@ -1,0 +1,188 @@
+"""``rsisr.upscale_dataarray`` (issue 17): georeferenced DataArrays in and out, numpy-backed equal
+to ``upscale_file`` on the same pixels, dask-backed lazy and independent of the chunk layout."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+
+import rsisr
+from rsisr.dataarray import ChunkSizeWarning
+from rsisr.errors import ConfigError, GeoreferencingWarning, InputError
+from rsisr.standins import ConvX4, NearestX4, NoiseX4
+from rsisr.upscale.chunked import chunk_edges
+from rsisr.upscale import upscale_file
+
+rioxarray = pytest.importorskip("rioxarray")
+xarray = pytest.importorskip("xarray")
+
+FAST = dict(tile=64, overlap=16, device="cpu", seed=3)
+
+
+class CountingNoise(NoiseX4):
+    """NoiseX4 that counts its model runs (to see that nothing runs before compute)."""
+
+    runs = 0
+
+    def forward(self, lr, noises=(), steps: int = 1):
+        type(self).runs += 1
+        return super().forward(lr, noises, steps)
+
+
+def _bounds(path, window: Window | None):
+    if window is None:
+        return None
+    with rasterio.open(path) as src:
+        return window_bounds(window, src.transform)
+
+
+def _same_georeferencing(out, path) -> None:
+    """What rioxarray reads back from ``upscale_file``'s output equals ``out``'s georeferencing."""
+    ref = rioxarray.open_rasterio(path)
+    assert out.rio.transform() == ref.rio.transform()
+    assert out.rio.crs == ref.rio.crs
+    assert out.rio.nodata == ref.rio.nodata
+    assert np.array_equal(out.x.values, ref.x.values) and np.array_equal(out.y.values, ref.y.values)
+    assert out.shape == ref.shape
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    assert any(k.startswith("RSISR_") for k in tags)
+    assert {k: str(out.attrs.get(k)) for k in tags} == tags  # the tags the file path writes, as attributes
+
+
+@pytest.mark.parametrize("name, window, options", [
+    ("usgs_hro_colorado_rgb_u8_26913_0.15m.tif", None, {}),                               # whole, odd size
+    ("rasterio_RGB.byte_u8_32618_300m.tif", Window(0, 0, 260, 200), {}),                  # nodata=0 collar
+    ("landsat8_LC08_224078_crop1024_3band_u16_32621_30m.tif", Window(300, 500, 180, 150), {}),  # uint16, auto
+    ("sentinel2_T33UUU_20160608_crop1024_1band_u16_32633_10m.tif", Window(0, 0, 160, 130), {}),  # one band
+    ("naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif", Window(0, 600, 200, 123), {"bands": "4,1,2"}),
+])
+def test_numpy_dataarray_equals_upscale_file(geotiff_dir, tmp_path, one_thread, name, window, options):
+    path = geotiff_dir / name
+    bounds = _bounds(path, window)
+    upscale_file(path, tmp_path / "o.tif", NoiseX4(), bounds=bounds, **FAST, **options)
+    out = rsisr.upscale_dataarray(rioxarray.open_rasterio(path), NoiseX4(), bounds=bounds, **FAST, **options)
+    assert isinstance(out.data, np.ndarray)
+    with rasterio.open(tmp_path / "o.tif") as o:
+        expected = o.read()
+    assert out.dtype == expected.dtype and np.array_equal(out.values, expected)
+    _same_georeferencing(out, tmp_path / "o.tif")
+    assert list(out.band.values) == [int(b) for b in options.get("bands", "1,2,3").split(",")][:expected.shape[0]]
+
+
+def test_tiny_model_at_the_same_seed_equals_upscale_file(geotiff_dir, tmp_path, tiny_model_file, one_thread):
+    path = geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif"
+    bounds = _bounds(path, Window(100, 40, 120, 96))
+    upscale_file(path, tmp_path / "o.tif", tiny_model_file, bounds=bounds, **FAST)
+    out = rsisr.upscale_dataarray(rioxarray.open_rasterio(path), tiny_model_file, bounds=bounds, **FAST)
+    with rasterio.open(tmp_path / "o.tif") as o:
+        assert np.array_equal(out.values, o.read())
+    _same_georeferencing(out, tmp_path / "o.tif")
+    assert out.attrs["RSISR_MODEL"] == tiny_model_file.name
+
+
+def test_dask_stays_lazy_and_two_chunk_layouts_agree(geotiff_dir, one_thread):
+    """uint16 with scale auto (the whole-scene sample is the only read before compute), two chunk
+    layouts, two schedulers: the numpy result exactly, chunk by chunk."""
+    path = geotiff_dir / "landsat8_LC08_224078_crop1024_3band_u16_32621_30m.tif"
+    bounds = _bounds(path, Window(200, 100, 300, 260))
+    eager = rsisr.upscale_dataarray(rioxarray.open_rasterio(path), NoiseX4(), bounds=bounds, **FAST)
+    results = []
+    for chunks, scheduler in (({"x": 256, "y": 256}, "threads"), ({"x": 1024, "y": 128}, "synchronous")):
+        CountingNoise.runs = 0
+        lazy = rsisr.upscale_dataarray(rioxarray.open_rasterio(path, chunks=chunks), CountingNoise(), bounds=bounds,
+                                       **FAST)
+        assert isinstance(lazy.data, dask.array.Array) and CountingNoise.runs == 0
+        assert lazy.attrs["RSISR_SCALING"] == eager.attrs["RSISR_SCALING"]
+        with dask.config.set(scheduler=scheduler):
+            results.append(lazy.compute())
+        assert CountingNoise.runs > 0
+        # one output chunk per input chunk cut to the window (rows 100-360, columns 200-500), x4
+        for axis, (a, b) in ((1, (100, 360)), (2, (200, 500))):
+            edges = chunk_edges(rioxarray.open_rasterio(path, chunks=chunks).data.chunks[axis], a, b)
+            assert lazy.data.chunks[axis] == tuple(4 * (hi - lo) for lo, hi in edges)
+    for result in results:
+        assert isinstance(result.data, np.ndarray) and np.array_equal(result.values, eager.values)
+        assert result.rio.transform() == eager.rio.transform()
+        assert {**result.attrs, "RSISR_MODEL": "NoiseX4"} == eager.attrs
+
+
+def test_tiny_model_chunk_layouts_agree(geotiff_dir, tiny_model, one_thread):
+    """The shipped kind of model: tiles on chunk edges run in other batches, which may move the
+    last bit of a float; never more than one output level."""
+    da = rioxarray.open_rasterio(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif")[:, :128, :160]
+    eager = rsisr.upscale_dataarray(da, tiny_model, **FAST).values.astype(int)
+    with pytest.warns(ChunkSizeWarning, match="rechunk"):
+        small = rsisr.upscale_dataarray(da.chunk({"x": 160, "y": 64}), tiny_model, **FAST)
+    for lazy in (small, rsisr.upscale_dataarray(da.chunk({"x": 128, "y": 128}), tiny_model, **FAST)):
+        assert np.abs(lazy.values.astype(int) - eager).max() <= 1
+
+
+def test_distributed_scheduler(geotiff_dir, one_thread):
+    from distributed import Client
+
+    da = rioxarray.open_rasterio(geotiff_dir / "rasterio_RGB.byte_u8_32618_300m.tif")[:, :200, :300]
+    eager = rsisr.upscale_dataarray(da, ConvX4(), **FAST)
+    lazy = rsisr.upscale_dataarray(da.chunk({"x": 160, "y": 128}), ConvX4(), **FAST)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None):
+        assert np.array_equal(lazy.compute().values, eager.values)
+
+
+def test_masked_dataarray_round_trips_through_to_raster(geotiff_dir, tmp_path, one_thread):
+    """masked=True (floats, NaN for nodata): the result is masked the same way and rio.to_raster
+    writes what upscale_file writes."""
+    path = geotiff_dir / "rasterio_RGB.byte_u8_32618_300m.tif"
+    bounds = _bounds(path, Window(0, 0, 200, 160))  # the nodata collar's corner
+    upscale_file(path, tmp_path / "file.tif", ConvX4(), bounds=bounds, **FAST)
+    masked = rioxarray.open_rasterio(path, masked=True, chunks={"x": 128, "y": 128})
+    out = rsisr.upscale_dataarray(masked, ConvX4(), bounds=bounds, **FAST)
+    assert out.dtype == np.float32 and out.rio.encoded_nodata == 0 and out.encoding["dtype"] == "uint8"
+    out.rio.to_raster(tmp_path / "array.tif")
+    with rasterio.open(tmp_path / "file.tif") as a, rasterio.open(tmp_path / "array.tif") as b:
+        values, masks = a.read(), a.read_masks()
+        assert b.dtypes[0] == "uint8" and b.nodata == 0
+        assert np.array_equal(b.read(), values) and np.array_equal(b.read_masks(), masks)
+    assert np.array_equal(np.isnan(out.values), masks == 0) and (masks == 0).any()
+
+
+def test_two_dimensional_and_band_last_arrays(geotiff_dir, one_thread):
+    da = rioxarray.open_rasterio(geotiff_dir / "stars_L7_ETMs_6band_u8_31985_28.5m.tif")[:, :90, :100]
+    da = da.assign_coords(name=("band", ["b1", "b2", "b3", "b4", "b5", "b6"]))
+    ref = rsisr.upscale_dataarray(da, ConvX4(), bands=[4, 3, 2], **FAST)
+    assert list(ref.band.values) == [4, 3, 2] and list(ref.coords["name"].values) == ["b4", "b3", "b2"]
+    last = rsisr.upscale_dataarray(da.transpose("y", "x", "band"), ConvX4(), bands=[4, 3, 2], **FAST)
+    assert last.dims == ("y", "x", "band") and np.array_equal(last.transpose("band", "y", "x").values, ref.values)
+    lazy = rsisr.upscale_dataarray(da.chunk({"x": 64, "y": 128}).transpose("y", "band", "x"), ConvX4(),
+                                   bands=[4, 3, 2], **FAST)  # no nodata: the chunks read only bands 4, 3, 2
+    assert lazy.dims == ("y", "band", "x") and np.array_equal(lazy.transpose("band", "y", "x").values, ref.values)
+    single = rsisr.upscale_dataarray(da.isel(band=4, drop=True), ConvX4(), **FAST)
+    assert single.dims == ("y", "x") and single.shape == (360, 400)
+    assert np.array_equal(single.values, rsisr.upscale_dataarray(da, ConvX4(), bands=[5], **FAST).values[0])
+    assert single.attrs["RSISR_BANDS"] == "1"
+
+
+def test_array_without_georeferencing_warns_and_keeps_the_pixel_grid():
+    da = xarray.DataArray(np.full((20, 24), 100, np.uint8), dims=("y", "x"))
+    with pytest.warns(GeoreferencingWarning, match="no geotransform"):
+        out = rsisr.upscale_dataarray(da, NearestX4(), **FAST)
+    assert out.shape == (80, 96) and out.rio.transform().a == 0.25 and (out.values == 100).all()
+
+
+@pytest.mark.parametrize("make, options, error, match", [
+    (lambda da: da.to_dataset(name="v"), {}, InputError, "takes an xarray.DataArray, got Dataset"),
+    (lambda da: da.expand_dims(time=2), {}, InputError, "isel"),
+    (lambda da: da.rename({"x": "col", "y": "row"}), {}, InputError, "no spatial ones"),
+    (lambda da: da.astype(np.complex64), {}, InputError, "complex64"),
+    (lambda da: da, {"cog": True}, ConfigError, "rio.to_raster"),
+    (lambda da: da, {"tiles": 64}, ConfigError, "unknown option 'tiles'"),
+    (lambda da: da.chunk({"x": 64}), {"progress": True}, ConfigError, "dask"),
+    (lambda da: da, {"bands": "9"}, InputError, "band 9 does not exist"),
+])
+def test_user_errors_are_clear(geotiff_dir, make, options, error, match):
+    da = rioxarray.open_rasterio(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif")[:, :40, :40]
+    with pytest.raises(error, match=match):
+        rsisr.upscale_dataarray(make(da), ConvX4(), **options)
