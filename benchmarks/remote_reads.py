@@ -71,7 +71,8 @@ def main() -> None:
             requests = len(served.requests)
     print(f"COG {args.size} x {args.size} {args.dtype}, blocks {args.block}, overviews {levels}: {size / 1e6:.2f} MB")
     print(f"window {side} x {side} (1/{args.window} of the scene), tile {args.tile}; {requests} requests in all")
-    for what, n in (("open (header, block index)", opened), ("--scale auto sample (whole scene, decimated)", sample),
+    note = " (uint8: never read)" if args.dtype == "uint8" else ""
+    for what, n in (("open (header, block index)", opened), (f"--scale auto sample{note}", sample),
                      ("window: pixels and masks", window), ("upscale_file --bounds --scale auto, total", total)):
         print(f"  {what:48s} {n / 1e6:8.3f} MB  {100 * n / size:6.2f} % of the file")
 
