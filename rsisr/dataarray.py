@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 
-from rsisr.config import SCALE
 from rsisr.defaults import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE
 from rsisr.errors import ConfigError, InputError, RsisrWarning
 

@@ -12,7 +12,10 @@
 - :mod:`~rsisr.upscale.output`: the atomic, checked GeoTIFF / COG write.
 
 :mod:`~rsisr.upscale.memory` has in-memory sources and sinks (tests, :func:`upscale_array`); user
-arrays go through :func:`rsisr.array_io.upscale_image` (``model.upscale``).
+arrays go through :func:`rsisr.array_io.upscale_image` (``model.upscale``). Georeferenced arrays
+(:func:`rsisr.upscale_dataarray`) go through the steps above as they are:
+:mod:`~rsisr.upscale.arrayraster` reads and writes them like rasterio datasets, and
+:mod:`~rsisr.upscale.chunked` computes each chunk of a lazy result from the region it needs.
 
 Nodata and masks. Invalid input pixels (GDAL's dataset mask: nodata, an internal or external
 mask, or an alpha band; non-finite floats) are filled before inference: the valid edge grows
