@@ -20,7 +20,7 @@ from rsisr.errors import ConfigError, InputError, RsisrWarning
 #: Keywords of :func:`upscale_dataarray` and their defaults (``rsisr upscale``'s options).
 OPTIONS = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=DEFAULT_BATCH_SIZE, steps=1, seed=0,
                device="auto", precision="auto", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
-               progress=False)
+               progress=False, compile=False)
 #: Options of ``upscale_file`` that concern the output file, which a DataArray result does not have.
 FILE_OPTIONS = ("co", "cog", "overwrite")
 #: Attributes that describe the input's pixels or encoding, not the output's (rioxarray's own).
@@ -226,7 +226,8 @@ def upscale_dataarray(da, model=None, **options):
     bundled default, or a model object. ``options`` are ``rsisr upscale``'s: ``tile``,
     ``overlap``, ``batch_size``, ``steps``, ``seed``, ``device``, ``precision``, ``bands`` (1-based
     positions along the band dimension), ``bounds``/``bounds_crs``/``aoi`` (a window of the
-    array), ``scale`` and ``progress`` (numpy-backed arrays; dask has its own progress bars).
+    array), ``scale``, ``progress`` (numpy-backed arrays; dask has its own progress bars) and
+    ``compile``.
 
     The result has the input's dimension order, x4 pixel-centre coordinates, transform, CRS,
     nodata, the input's attributes (per-band ones cut to the chosen bands) and the ``RSISR_*``
@@ -251,14 +252,15 @@ def upscale_dataarray(da, model=None, **options):
     values = cube.data if lazy else np.asarray(cube.values)
     net, sha, model_name = load_model(model)
     engine = TiledUpscaler(net, tile=opts["tile"], overlap=opts["overlap"], batch_size=opts["batch_size"],
-                           steps=opts["steps"], seed=opts["seed"], device=opts["device"], precision=opts["precision"])
+                           steps=opts["steps"], seed=opts["seed"], device=opts["device"], precision=opts["precision"],
+                           compile=opts["compile"])
     run = dict(model_name=model_name, sha=sha, steps=opts["steps"], seed=opts["seed"], tile=engine.tile,
                overlap=engine.overlap, precision=engine.precision)
     with gdal_env():
         plan = make_plan(ArrayRaster(values, meta), spec=spec, bands=bands, bounds=opts["bounds"],
                          bounds_crs=opts["bounds_crs"], aoi=opts["aoi"], co=None, cog=False, dst_path=None, run=run)
     engine_options = dict(tile=engine.tile, overlap=engine.overlap, batch_size=opts["batch_size"], steps=opts["steps"],
-                          seed=opts["seed"], device=opts["device"], precision=engine.precision)
+                          seed=opts["seed"], device=opts["device"], precision=engine.precision, compile=opts["compile"])
     job = RegionJob(meta, plan.indexes, plan.scaling, plan.mask_mode, tuple(sorted(engine_options.items())))
     if lazy:
         _warn_small_chunks(values, engine.tile)
