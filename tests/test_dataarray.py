@@ -186,3 +186,31 @@ def test_user_errors_are_clear(geotiff_dir, make, options, error, match):
     da = rioxarray.open_rasterio(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif")[:, :40, :40]
     with pytest.raises(error, match=match):
         rsisr.upscale_dataarray(make(da), ConvX4(), **options)
+
+
+@pytest.mark.parametrize("window", [(0, 0, 40, 56), (90, 70, 64, 96), (200, 150, 100, 110), (37, 201, 263, 59)])
+def test_a_window_computed_from_its_region_alone_equals_the_whole_scene(window, one_thread):
+    """needed_region: the tiles that reach the window, the nodata fill's halo and the bicubic taps
+    of the carried-over values (which lie inside the fill's halo). A uint16 scene with nodata
+    holes and bright outliers that the scaling clips, run from the region alone (a read outside
+    it raises; without the fill's halo this test fails), equals that window of the whole-scene
+    run."""
+    from rsisr.radiometry import Scaling
+    from rsisr.upscale import TiledUpscaler
+    from rsisr.upscale.arrayraster import RasterMeta
+    from rsisr.upscale.chunked import RegionJob, needed_region, run_region
+
+    rng = np.random.default_rng(4)
+    scene = rng.integers(100, 3000, (3, 300, 260)).astype(np.uint16)
+    scene[:, 120:150, 60:90] = 0  # nodata hole
+    scene[1, rng.integers(0, 300, 40), rng.integers(0, 260, 40)] = 60000  # clipped by the scaling
+    meta = RasterMeta("scene", (300, 260), 3, "uint16", nodata=0.0)
+    engine = TiledUpscaler(ConvX4(radius=3), tile=48, overlap=8, device="cpu", precision="fp32")
+    job = RegionJob(meta, (1, 2, 3), Scaling("range", (0.0,) * 3, (3000.0,) * 3), "nodata", ())
+    whole = run_region(engine, scene, (0, 0), (0, 0, 300, 260), job)
+    r0, r1, c0, c1 = needed_region(window, (300, 260), engine.tile, engine.overlap)
+    r, c, h, w = window
+    assert r0 <= r and c0 <= c and r1 >= r + h and c1 >= c + w
+    assert r - r0 <= engine.tile + 16 and r1 - (r + h) <= engine.tile + 16  # no more than a tile and the halo
+    part = run_region(engine, scene[:, r0:r1, c0:c1], (r0, c0), window, job)
+    assert np.array_equal(part, whole[:, 4 * r: 4 * (r + h), 4 * c: 4 * (c + w)])
