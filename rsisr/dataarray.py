@@ -20,7 +20,7 @@ from rsisr.errors import ConfigError, InputError, RsisrWarning
 #: Keywords of :func:`upscale_dataarray` and their defaults (``rsisr upscale``'s options).
 OPTIONS = dict(tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP, batch_size=DEFAULT_BATCH_SIZE, steps=1, seed=0,
                device="auto", precision="auto", bands=None, bounds=None, bounds_crs=None, aoi=None, scale="auto",
-               progress=False, compile=False)
+               other_bands=None, progress=False, compile=False)
 #: Options of ``upscale_file`` that concern the output file, which a DataArray result does not have.
 FILE_OPTIONS = ("co", "cog", "overwrite")
 #: Attributes that describe the input's pixels or encoding, not the output's (rioxarray's own).
@@ -170,12 +170,12 @@ def _coords(da, cube, band_dim, y_dim: str, x_dim: str, plan, picks: list[int]) 
     return coords
 
 
-def _result(da, cube, band_dim, y_dim: str, x_dim: str, plan, data, meta):
+def _result(da, cube, band_dim, y_dim: str, x_dim: str, plan, job, data, meta):
     """The output DataArray: ``data`` (bands, 4h, 4w) with the input's dimension order, the x4
     grid's coordinates and transform, the CRS, nodata, attributes and ``RSISR_*`` tags."""
     import xarray
 
-    picks = [b - 1 for b in plan.indexes]
+    picks = [b - 1 for b in job.out_bands]
     coords = _coords(da, cube, band_dim, y_dim, x_dim, plan, picks)
     attrs = _attrs(cube.attrs, plan, meta, picks)
     if band_dim is None:
@@ -193,16 +193,21 @@ def _result(da, cube, band_dim, y_dim: str, x_dim: str, plan, data, meta):
 
 
 def _model_bands(values, job):
-    """(array, job) for the chunks: without nodata they need only the model bands (3 bands of a
-    12-band stack are read, not 12); with nodata every band, since GDAL's dataset mask (valid
+    """(array, job) for the chunks: without nodata they need only the bands read and written (3
+    bands of a 12-band stack, not 12); with nodata every band, since GDAL's dataset mask (valid
     where any band is) looks at all of them."""
     from dataclasses import replace
 
-    picks = [b - 1 for b in job.indexes]
-    if job.meta.nodata is not None or picks == list(range(job.meta.count)):
+    from rsisr.upscale.bands import BandChoice
+
+    used = sorted(set(job.indexes) | set(job.out_bands))
+    if job.meta.nodata is not None or len(used) == job.meta.count:
         return values, job
-    meta = replace(job.meta, count=len(picks), descriptions=(), units=(), scales=(), offsets=())
-    return values[picks], replace(job, meta=meta, indexes=tuple(range(1, len(picks) + 1)))
+    new = {b: k for k, b in enumerate(used, start=1)}
+    meta = replace(job.meta, count=len(used), descriptions=(), units=(), scales=(), offsets=())
+    choice = BandChoice(tuple(new[b] for b in job.choice.model), tuple(new[b] for b in job.choice.out),
+                        job.choice.mode)
+    return values[[b - 1 for b in used]], replace(job, meta=meta, indexes=choice.model, choice=choice)
 
 
 def _eager(engine, values: np.ndarray, plan, job, progress) -> np.ndarray:
@@ -225,8 +230,8 @@ def upscale_dataarray(da, model=None, **options):
     nodata, and the result comes back masked the same way). ``model``: a model file, None for the
     bundled default, or a model object. ``options`` are ``rsisr upscale``'s: ``tile``,
     ``overlap``, ``batch_size``, ``steps``, ``seed``, ``device``, ``precision``, ``bands`` (1-based
-    positions along the band dimension), ``bounds``/``bounds_crs``/``aoi`` (a window of the
-    array), ``scale``, ``progress`` (numpy-backed arrays; dask has its own progress bars) and
+    positions along the band dimension), ``other_bands``, ``bounds``/``bounds_crs``/``aoi`` (a
+    window of the array), ``scale``, ``progress`` (numpy-backed arrays; dask has its own progress bars) and
     ``compile``.
 
     The result has the input's dimension order, x4 pixel-centre coordinates, transform, CRS,
@@ -241,9 +246,10 @@ def upscale_dataarray(da, model=None, **options):
     from rsisr.upscale import TiledUpscaler
     from rsisr.upscale.arrayraster import ArrayRaster
     from rsisr.upscale.chunked import RegionJob, lazy_upscale
-    from rsisr.upscale.plan import load_model, make_plan, parse_options
+    from rsisr.upscale.plan import load_model, make_plan, parse_options, stored_scaling
 
-    spec, bands = parse_options(opts["scale"], opts["bands"], opts["bounds"], opts["bounds_crs"], opts["aoi"])
+    spec, bands, other_bands = parse_options(opts["scale"], opts["bands"], opts["bounds"], opts["bounds_crs"],
+                                             opts["aoi"], opts["other_bands"])
     lazy = cube.chunks is not None
     if lazy and opts["progress"]:
         raise ConfigError("progress= is for numpy-backed DataArrays; a dask-backed result is computed by dask, so "
@@ -258,13 +264,15 @@ def upscale_dataarray(da, model=None, **options):
                overlap=engine.overlap, precision=engine.precision)
     with gdal_env():
         plan = make_plan(ArrayRaster(values, meta), spec=spec, bands=bands, bounds=opts["bounds"],
-                         bounds_crs=opts["bounds_crs"], aoi=opts["aoi"], co=None, cog=False, dst_path=None, run=run)
+                         bounds_crs=opts["bounds_crs"], aoi=opts["aoi"], co=None, cog=False, dst_path=None, run=run,
+                         model_bands=engine.bands, stored_scaling=stored_scaling(net), other_bands=other_bands)
     engine_options = dict(tile=engine.tile, overlap=engine.overlap, batch_size=opts["batch_size"], steps=opts["steps"],
                           seed=opts["seed"], device=opts["device"], precision=engine.precision, compile=opts["compile"])
-    job = RegionJob(meta, plan.indexes, plan.scaling, plan.mask_mode, tuple(sorted(engine_options.items())))
+    job = RegionJob(meta, plan.indexes, plan.scaling, plan.mask_mode, tuple(sorted(engine_options.items())),
+                    plan.choice, engine.bands)
     if lazy:
         _warn_small_chunks(values, engine.tile)
         data = lazy_upscale(*_model_bands(values, job), engine.model, plan.lr_window)
     else:
         data = _eager(engine, values, plan, job, opts["progress"])
-    return _result(da, cube, band_dim, y_dim, x_dim, plan, data, meta)
+    return _result(da, cube, band_dim, y_dim, x_dim, plan, job, data, meta)

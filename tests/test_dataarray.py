@@ -54,14 +54,16 @@ def _same_georeferencing(out, path) -> None:
     assert {k: str(out.attrs.get(k)) for k in tags} == tags  # the tags the file path writes, as attributes
 
 
-@pytest.mark.parametrize("name, window, options", [
-    ("usgs_hro_colorado_rgb_u8_26913_0.15m.tif", None, {}),                               # whole, odd size
-    ("rasterio_RGB.byte_u8_32618_300m.tif", Window(0, 0, 260, 200), {}),                  # nodata=0 collar
-    ("landsat8_LC08_224078_crop1024_3band_u16_32621_30m.tif", Window(300, 500, 180, 150), {}),  # uint16, auto
-    ("sentinel2_T33UUU_20160608_crop1024_1band_u16_32633_10m.tif", Window(0, 0, 160, 130), {}),  # one band
-    ("naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif", Window(0, 600, 200, 123), {"bands": "4,1,2"}),
+@pytest.mark.parametrize("name, window, options, out_bands", [
+    ("usgs_hro_colorado_rgb_u8_26913_0.15m.tif", None, {}, [1, 2, 3]),                    # whole, odd size
+    ("rasterio_RGB.byte_u8_32618_300m.tif", Window(0, 0, 260, 200), {}, [1, 2, 3]),       # nodata=0 collar
+    ("landsat8_LC08_224078_crop1024_3band_u16_32621_30m.tif", Window(300, 500, 180, 150), {}, [1, 2, 3]),  # auto
+    ("sentinel2_T33UUU_20160608_crop1024_1band_u16_32633_10m.tif", Window(0, 0, 160, 130), {}, [1]),  # one band
+    ("naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif", Window(0, 600, 200, 123), {"bands": "4,1,2"}, [4, 1, 2]),
+    ("stars_L7_ETMs_6band_u8_31985_28.5m.tif", Window(50, 60, 120, 100),
+     {"bands": "4,3,2", "other_bands": "bicubic"}, [1, 2, 3, 4, 5, 6]),                   # the others bicubic x4
 ])
-def test_numpy_dataarray_equals_upscale_file(geotiff_dir, tmp_path, one_thread, name, window, options):
+def test_numpy_dataarray_equals_upscale_file(geotiff_dir, tmp_path, one_thread, name, window, options, out_bands):
     path = geotiff_dir / name
     bounds = _bounds(path, window)
     upscale_file(path, tmp_path / "o.tif", NoiseX4(), bounds=bounds, **FAST, **options)
@@ -71,7 +73,7 @@ def test_numpy_dataarray_equals_upscale_file(geotiff_dir, tmp_path, one_thread, 
         expected = o.read()
     assert out.dtype == expected.dtype and np.array_equal(out.values, expected)
     _same_georeferencing(out, tmp_path / "o.tif")
-    assert list(out.band.values) == [int(b) for b in options.get("bands", "1,2,3").split(",")][:expected.shape[0]]
+    assert list(out.band.values) == out_bands
 
 
 def test_tiny_model_at_the_same_seed_equals_upscale_file(geotiff_dir, tmp_path, tiny_model_file, one_thread):
@@ -159,6 +161,11 @@ def test_two_dimensional_and_band_last_arrays(geotiff_dir, one_thread):
     lazy = rsisr.upscale_dataarray(da.chunk({"x": 64, "y": 128}).transpose("y", "band", "x"), ConvX4(),
                                    bands=[4, 3, 2], **FAST)  # no nodata: the chunks read only bands 4, 3, 2
     assert lazy.dims == ("y", "band", "x") and np.array_equal(lazy.transpose("band", "y", "x").values, ref.values)
+    bicubic = dict(bands=[4, 3, 2], other_bands="bicubic", **FAST)  # every band: the others bicubic x4
+    both = rsisr.upscale_dataarray(da.chunk({"x": 64, "y": 48}), ConvX4(), **bicubic)
+    assert list(both.coords["name"].values) == ["b1", "b2", "b3", "b4", "b5", "b6"]
+    assert np.array_equal(both.values, rsisr.upscale_dataarray(da, ConvX4(), **bicubic).values)
+    assert both.attrs["RSISR_OTHER_BANDS"] == "bicubic"
     single = rsisr.upscale_dataarray(da.isel(band=4, drop=True), ConvX4(), **FAST)
     assert single.dims == ("y", "x") and single.shape == (360, 400)
     assert np.array_equal(single.values, rsisr.upscale_dataarray(da, ConvX4(), bands=[5], **FAST).values[0])

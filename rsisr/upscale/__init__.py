@@ -99,9 +99,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                  compile: bool = False, other_bands: str | None = None) -> UpscaleResult:
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
-    ``src``: a path, a URL (``https://``, ``s3://``, ``gs://``; read by range requests with
-    :data:`~rsisr.gdal_env.REMOTE_GDAL_CONFIG`), a GDAL ``/vsi...`` path, or an open rasterio
-    dataset; ``dst``: a ``.tif``/``.tiff`` path (written
+    ``src``: a path, URL or GDAL ``/vsi`` path, or an open dataset; ``dst``: a ``.tif``/``.tiff`` path (written
     atomically, see :mod:`rsisr.upscale.output`: any write error, a full disk included, is an
     :class:`~rsisr.errors.OutputError`, and nothing is left behind on any error or interrupt),
     or an open writable rasterio dataset of the output's size, band count and dtype (written in

@@ -23,20 +23,28 @@ from rsisr.imageops import bicubic_support
 from rsisr.radiometry import Scaling
 from rsisr.tiling import AxisPlan
 from rsisr.upscale.arrayraster import ArrayOutput, ArrayRaster, RasterMeta
+from rsisr.upscale.bands import BandChoice
 from rsisr.upscale.engine import FILL_GROW, TiledUpscaler
 
 
 @dataclass(frozen=True)
 class RegionJob:
     """What every piece of a chunked run shares, besides its pixels (picklable): the raster's
-    header, the plan's model bands, scaling and mask mode, and the engine's keywords (the tile
-    and overlap already aligned to the model)."""
+    header, the plan's model bands, scaling, mask mode and band choice (the bands written), the
+    model's band count, and the engine's keywords (tile and overlap already aligned to the model)."""
 
     meta: RasterMeta
     indexes: tuple[int, ...]
     scaling: Scaling
     mask_mode: str
     engine: tuple[tuple[str, object], ...]
+    choice: BandChoice | None = None
+    model_bands: int = 3
+
+    @property
+    def out_bands(self) -> tuple[int, ...]:
+        """The input bands written, in output order."""
+        return self.choice.out if self.choice is not None else self.indexes
 
     @property
     def out_dtype(self) -> np.dtype:
@@ -79,9 +87,9 @@ def run_region(engine: TiledUpscaler, region, origin: tuple[int, int], window: t
     from rsisr.upscale.source import RasterSource
 
     raster = ArrayRaster(region, job.meta, origin)
-    source = RasterSource(raster, job.indexes, job.scaling, job.mask_mode)
+    source = RasterSource(raster, job.indexes, job.scaling, job.mask_mode, None, job.model_bands, job.choice)
     r, c, h, w = window
-    out = ArrayOutput(len(job.indexes), SCALE * h, SCALE * w, job.meta.dtype, raster.nodata)
+    out = ArrayOutput(len(job.out_bands), SCALE * h, SCALE * w, job.meta.dtype, raster.nodata)
     engine.run(source, RasterSink(out, source, Window(c, r, w, h), len(job.indexes)), window, on_tile=on_tile)
     values = out.array
     if job.meta.decoded is not None:  # back to the array's floats, NaN where the output is nodata
@@ -135,7 +143,7 @@ def lazy_upscale(data, job: RegionJob, model, window: tuple[int, int, int, int])
             r0, r1, c0, c1 = needed_region(piece, shape, opts["tile"], opts["overlap"])
             out = task(data[:, r0:r1, c0:c1], (r0, c0), piece, job, ref,
                        dask_key_name=f"rsisr-upscale-{token}-{i}-{j}")
-            row.append(da.from_delayed(out, (len(job.indexes), SCALE * (rb - ra), SCALE * (cb - ca)),
+            row.append(da.from_delayed(out, (len(job.out_bands), SCALE * (rb - ra), SCALE * (cb - ca)),
                                        dtype=job.out_dtype))
         rows.append(row)
     return da.block([rows])
