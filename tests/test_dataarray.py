@@ -221,3 +221,22 @@ def test_a_window_computed_from_its_region_alone_equals_the_whole_scene(window, 
     assert r - r0 <= engine.tile + 16 and r1 - (r + h) <= engine.tile + 16  # no more than a tile and the halo
     part = run_region(engine, scene[:, r0:r1, c0:c1], (r0, c0), window, job)
     assert np.array_equal(part, whole[:, 4 * r: 4 * (r + h), 4 * c: 4 * (c + w)])
+
+
+class Noise4(NoiseX4):
+    """A 4-band (RGB + NIR) stand-in: NoiseX4 works on any number of bands."""
+
+    bands = 4
+
+
+def test_four_band_model_equals_upscale_file(geotiff_dir, tmp_path, one_thread):
+    path = geotiff_dir / "naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif"
+    bounds = _bounds(path, Window(300, 200, 150, 120))
+    upscale_file(path, tmp_path / "o.tif", Noise4(), bounds=bounds, **FAST)
+    with rasterio.open(tmp_path / "o.tif") as o:
+        expected = o.read()
+    da = rioxarray.open_rasterio(path)
+    eager = rsisr.upscale_dataarray(da, Noise4(), bounds=bounds, **FAST)
+    lazy = rsisr.upscale_dataarray(da.chunk({"x": 128, "y": 160}), Noise4(), bounds=bounds, **FAST)
+    assert expected.shape[0] == 4 and list(eager.band.values) == [1, 2, 3, 4]
+    assert np.array_equal(eager.values, expected) and np.array_equal(lazy.values, expected)
