@@ -16,6 +16,9 @@ from rsisr_cli.options import TileProgress, configure_logging, upscale_options, 
 def upscale(input_path: str, output_path: str, model_path: str | None, verbose: int, quiet: bool, **options) -> None:
     """Super-resolve the raster INPUT by 4x into the GeoTIFF OUTPUT.
 
+    INPUT may also be a URL (https://, s3://, gs://) or a GDAL /vsi... path: it is read by byte
+    ranges, only the blocks the output needs.
+
     The raster is read window by window and run in overlapping tiles that are blended without
     seams; the output keeps the CRS, the extent (or the --bounds / --aoi window), nodata and
     masks, band descriptions and colour interpretation. Memory does not grow with the scene.

@@ -32,6 +32,7 @@ _LAZY = {
     "PRESETS": "rsisr.config",
     "LCMSR": "rsisr.models.lcmsr",
     "upscale_file": "rsisr.upscale",
+    "upscale_dataarray": "rsisr.dataarray",
 }
 
 __all__ = [

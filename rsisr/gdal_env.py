@@ -2,12 +2,14 @@
 
 Everything rsisr reads or writes with rasterio runs inside :func:`gdal_env`. Creation options
 given by the user (``--co KEY=VALUE``) replace the defaults key by key, after GDAL has checked
-them (:func:`check_creation_options`).
+them (:func:`check_creation_options`). Inputs read over the network (``https://``, ``s3://``,
+``gs://``, ``/vsicurl/...``) get :data:`REMOTE_GDAL_CONFIG` on top (:func:`remote_config`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from contextlib import contextmanager
 from typing import Iterable, Mapping
@@ -25,6 +27,61 @@ GDAL_CONFIG = {
     # No .aux.xml sidecars: everything rsisr records is in the GeoTIFF itself.
     "GDAL_PAM_ENABLED": False,
 }
+
+#: GDAL settings for inputs read over the network (:func:`remote_config`); an environment variable
+#: of the same name wins. GDAL's "configuration options" and "virtual file systems" pages
+#: document each one.
+REMOTE_GDAL_CONFIG = {
+    # Opening a file lists its directory to find side-car files (.ovr, .msk, .aux.xml): on object
+    # storage that is a LIST request over a whole prefix. EMPTY_DIR skips it and the per-file probes
+    # (so side-car files of remote inputs are not used; COGs keep overviews and masks inside).
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # A window spans several blocks: fetch neighbouring blocks in one range request, and the
+    # ranges of one read in parallel requests (S3 and GCS answer one range per request).
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    # Headers, block indexes and blocks read twice (tile rows overlap by their halo) come from a
+    # per-file cache of the bytes already fetched instead of a new request.
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": str(64 * 2**20),
+    # Object stores answer 429/503 under load; retry a few times rather than fail the scene.
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+#: Input names that GDAL reads over the network (rasterio turns the URLs into /vsi paths).
+REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
+#: GDAL's network file systems (``/vsicurl/``, ``/vsis3/``, ...), also chained (``/vsizip//vsicurl/``).
+REMOTE_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs",
+              "/vsihdfs")
+
+
+def gdal_path(path) -> str | None:
+    """``path`` as GDAL takes it when it names no local file (a URL or a ``/vsi...`` path, which
+    :class:`pathlib.Path` would mangle and which cannot be checked on the local disk), else None."""
+    if not isinstance(path, str):
+        return None
+    text = path.strip()
+    if text.lower().startswith(REMOTE_SCHEMES) or text.startswith("/vsi"):
+        return text
+    return None
+
+
+def is_remote(path) -> bool:
+    """Whether GDAL reads ``path`` over the network."""
+    text = gdal_path(path)
+    if text is None:
+        return False
+    return text.lower().startswith(REMOTE_SCHEMES) or any(f"{prefix}/" in text or f"{prefix}_streaming/" in text
+                                                          for prefix in REMOTE_VSI)
+
+
+def remote_config(path) -> dict[str, str]:
+    """The GDAL settings for reading ``path``: :data:`REMOTE_GDAL_CONFIG` for a network input,
+    less what the environment sets itself, and nothing for a local file."""
+    if not is_remote(path):
+        return {}
+    return {key: value for key, value in REMOTE_GDAL_CONFIG.items() if key not in os.environ}
+
 
 #: Output block side of a plain GeoTIFF (HR pixels, a multiple of 16).
 BLOCK_SIZE = 512

@@ -95,15 +95,19 @@ def describe_window(window, indexes=None) -> str:
 
 
 def open_raster(path, check: bool = True):
-    """Open the raster file ``path`` for reading (rasterio dataset); one :class:`InputError` for
-    a missing, unreadable or damaged file, and (``check``) for an absurd header."""
+    """Open the raster ``path`` for reading (rasterio dataset); one :class:`InputError` for a
+    missing, unreadable or damaged file, and (``check``) for an absurd header. ``path`` may also
+    be a URL (``https://``, ``s3://``, ``gs://``) or a GDAL ``/vsi...`` path, read through GDAL."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    path = Path(path)
-    if not path.exists():
+    from rsisr.gdal_env import gdal_path
+
+    remote = gdal_path(path)
+    path = remote if remote is not None else Path(path)
+    if remote is None and not path.exists():
         raise InputError(f"input {str(path)!r} does not exist")
-    if path.is_dir():
+    if remote is None and path.is_dir():
         raise InputError(f"input {str(path)!r} is a directory; give a raster file")
     with gdal_warnings() as messages:  # shown once the file is known to be usable
         try:
@@ -114,6 +118,10 @@ def open_raster(path, check: bool = True):
             raise
         except _read_errors() as exc:
             messages.clear()  # GDAL's error says it all
+            if remote is not None:
+                raise InputError(f"cannot open {path}: GDAL says \"{gdal_message(exc)}\"; check the address, that "
+                                 "the server answers range requests, and the credentials GDAL needs for it "
+                                 "(AWS_* for s3://, GS_* or GOOGLE_APPLICATION_CREDENTIALS for gs://)") from None
             raise InputError(f"{path} is not a readable raster, or is truncated or damaged: GDAL says "
                              f"\"{gdal_message(exc)}\"; give a GeoTIFF or another GDAL raster") from None
         if check:

@@ -12,7 +12,10 @@
 - :mod:`~rsisr.upscale.output`: the atomic, checked GeoTIFF / COG write.
 
 :mod:`~rsisr.upscale.memory` has in-memory sources and sinks (tests, :func:`upscale_array`); user
-arrays go through :func:`rsisr.array_io.upscale_image` (``model.upscale``).
+arrays go through :func:`rsisr.array_io.upscale_image` (``model.upscale``). Georeferenced arrays
+(:func:`rsisr.upscale_dataarray`) go through the steps above as they are:
+:mod:`~rsisr.upscale.arrayraster` reads and writes them like rasterio datasets, and
+:mod:`~rsisr.upscale.chunked` computes each chunk of a lazy result from the region it needs.
 
 Nodata and masks. Invalid input pixels (GDAL's dataset mask: nodata, an internal or external
 mask, or an alpha band; non-finite floats) are filled before inference: the valid edge grows
@@ -96,7 +99,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
                  compile: bool = False, other_bands: str | None = None) -> UpscaleResult:
     """Super-resolve the raster ``src`` by 4x into the GeoTIFF ``dst``.
 
-    ``src``: a path or an open rasterio dataset; ``dst``: a ``.tif``/``.tiff`` path (written
+    ``src``: a path, URL or GDAL ``/vsi`` path, or an open dataset; ``dst``: a ``.tif``/``.tiff`` path (written
     atomically, see :mod:`rsisr.upscale.output`: any write error, a full disk included, is an
     :class:`~rsisr.errors.OutputError`, and nothing is left behind on any error or interrupt),
     or an open writable rasterio dataset of the output's size, band count and dtype (written in
@@ -112,7 +115,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     ``overwrite``, ``progress`` (bool or callable(done, total)) and ``compile`` (torch.compile the
     model; off by default: its CPU warm-up took longer than a 1024 x 1024 scene, README "Speed").
     """
-    from rsisr.gdal_env import gdal_env
+    from rsisr.gdal_env import gdal_env, remote_config
     from rsisr.upscale.output import check_dataset_output, check_output, write_geotiff, write_into
     from rsisr.upscale.plan import load_model, make_plan, parse_options, stored_scaling
     from rsisr.upscale.source import RasterSource, open_source
@@ -120,7 +123,7 @@ def upscale_file(src, dst, model=None, *, tile: int = DEFAULT_TILE, overlap: int
     t0 = time.perf_counter()
     spec, bands, other_bands = parse_options(scale, bands, bounds, bounds_crs, aoi, other_bands)
     dataset = dst if hasattr(dst, "write") and hasattr(dst, "mode") else None
-    with gdal_env():
+    with gdal_env(**remote_config(src)):
         src, owned = open_source(src)
         try:
             if dataset is None:
