@@ -1,0 +1,118 @@
+"""Ensembles (``--ensemble N``): the mean of N samples per pixel and their standard deviation.
+
+Each tile is run N times in one model call, with the noise fields of the N seeds of
+:func:`rsisr.noise.sample_seeds` (sample 0 is ``--seed`` itself). Per tile, the samples' mean
+and (population) variance come from Welford's update over the samples, so identical samples give
+a variance of exactly 0. Tiles are then blended with the engine's overlap-add weights: the
+accumulator holds, per pixel, the weight so far, the weighted mean and the weighted sum of squared
+deviations, merged tile by tile with Chan et al.'s pairwise update (exact for the blended first
+and second moments, without the cancellation of E[y^2] - E[y]^2)::
+
+    W' = W + w;  r = w / W';  d = m_t - mean;  mean += r d;  M2 += w v_t + w (1 - r) d^2
+
+and the variance is M2 / W: the variance of the mixture of the tiles' samples under the blending
+weights (inside a tile it is the samples' variance). The accumulator has 7 channels instead of
+3, whatever N is, so memory stays bounded; an ensemble of one is the plain engine.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rsisr.errors import ConfigError
+from rsisr.noise import sample_seeds
+from rsisr.upscale.engine import TiledUpscaler
+
+_TINY = 1e-30  # guards w / W' where a tile's weight (and so far the total) is 0
+
+
+def check_ensemble(ensemble) -> int:
+    """``--ensemble`` as an int >= 1, or a one-line ConfigError."""
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1:
+        raise ConfigError(f"--ensemble must be a whole number of samples, at least 1 (1 is a single sample), "
+                          f"got {ensemble!r}")
+    return ensemble
+
+
+def make_engine(model, *, ensemble: int = 1, **options) -> TiledUpscaler:
+    """The engine for ``ensemble`` samples: the plain :class:`TiledUpscaler` for one (so
+    ``--ensemble 1`` is today's output bit for bit), an :class:`EnsembleUpscaler` for more."""
+    if check_ensemble(ensemble) == 1:
+        return TiledUpscaler(model, **options)
+    return EnsembleUpscaler(model, ensemble=ensemble, **options)
+
+
+def sample_moments(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, ...) samples -> their mean and population variance (...), by Welford's update: N
+    identical samples give exactly that value and a variance of exactly 0."""
+    mean = samples[0].clone()
+    m2 = torch.zeros_like(mean)
+    for k in range(1, samples.shape[0]):
+        delta = samples[k] - mean
+        mean.add_(delta / (k + 1))
+        m2.addcmul_(delta, samples[k] - mean)
+    return mean, m2.div_(samples.shape[0])
+
+
+class EnsembleUpscaler(TiledUpscaler):
+    """The tiling engine over ``ensemble`` samples per tile: the sink gets the blended mean and
+    standard deviation, ``sink.write(row, col, mean, std)``, both (3, h, w) in model units [0, 1].
+
+    ``batch_size`` counts model inputs: a call holds ``max(1, batch_size // ensemble)`` tiles,
+    each with all of its samples. A sink with ``bands == 1`` (a one-band output, the mean of the
+    three channels) gets the moments of the channel mean, replicated to three channels.
+    """
+
+    #: weight so far (1), weighted mean (3), weighted sum of squared deviations (3)
+    acc_channels = 7
+
+    def __init__(self, model, *, ensemble: int = 2, **options):
+        super().__init__(model, **options)
+        self.ensemble = check_ensemble(ensemble)
+        self.seeds = sample_seeds(self.seed, self.ensemble)
+        self.mono = False
+
+    def run(self, source, sink, window=None, on_tile=None) -> int:
+        self.mono = getattr(sink, "bands", 3) == 1
+        return super().run(source, sink, window, on_tile)
+
+    def samples(self, lr: torch.Tensor, origins) -> torch.Tensor:
+        """(B, 3, h, w) LR tiles in [-1, 1] -> (N, B, 3, 4h, 4w) samples in [-1, 1], all in one
+        batch of N * B inputs (sample-major; sample k with the noise of ``seeds[k]``)."""
+        b, n = lr.shape[0], self.ensemble
+        out = self.forward(lr.repeat(n, 1, 1, 1), list(origins) * n, [s for s in self.seeds for _ in range(b)])
+        return out.view(n, b, *out.shape[1:])
+
+    def _tiles_per_call(self) -> int:
+        return max(1, self.batch_size // self.ensemble)
+
+    def _run_batch(self, lr: torch.Tensor, origins) -> torch.Tensor:
+        """(B, 6, 4h, 4w): each tile's samples' mean and variance in [0, 1] units."""
+        samples = self.samples(lr, origins).add_(1.0).mul_(0.5)
+        if self.mono:
+            samples = samples.mean(dim=2, keepdim=True).expand_as(samples)
+        mean, var = sample_moments(samples)
+        return torch.cat([mean, var], dim=1)
+
+    @staticmethod
+    def _blend(region: torch.Tensor, out: torch.Tensor, weight: torch.Tensor) -> None:
+        total, mean, m2 = region[:1], region[1:4], region[4:]
+        total.add_(weight)
+        ratio = weight / total.clamp_min(_TINY)
+        delta = out[:3] - mean
+        mean.addcmul_(delta, ratio)
+        m2.addcmul_(out[3:], weight).addcmul_(delta * delta, weight * (1.0 - ratio))
+
+    @staticmethod
+    def _finish(acc: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        var = acc[4:] / acc[:1].clamp_min(_TINY)
+        return acc[1:4].clamp(0.0, 1.0), var.clamp_(min=0.0).sqrt_()
+
+
+def ensemble_tags(engine: TiledUpscaler) -> dict[str, str]:
+    """The ``RSISR_ENSEMBLE*`` tags of an ensemble's outputs (none for a single sample, whose
+    output stays as it was)."""
+    n = getattr(engine, "ensemble", 1)
+    if n == 1:
+        return {}
+    return {"RSISR_ENSEMBLE": str(n), "RSISR_ENSEMBLE_SEEDS": ",".join(map(str, engine.seeds))}
