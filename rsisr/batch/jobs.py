@@ -96,14 +96,12 @@ def uncertainty_paths(jobs: list[tuple[Path, Path]], input_dir, output_dir, unce
     """The uncertainty raster of each job under ``uncertainty_dir`` (``--uncertainty DIR``),
     mirroring the outputs' relative paths; None when not asked for. Rejected before any work:
     an ensemble of one, and a folder that is the output folder or inside the input folder."""
-    from rsisr.errors import ConfigError
+    from rsisr.upscale.uncertainty import require_ensemble
 
     if uncertainty_dir is None:
         return None
     root = Path(uncertainty_dir)
-    if ensemble < 2:
-        raise ConfigError(f"--uncertainty {str(root)!r} needs an ensemble to measure a spread: add --ensemble N with "
-                          "N of 2 or more (e.g. --ensemble 8)")
+    require_ensemble(f"--uncertainty {str(root)!r}", ensemble)
     if root.resolve() == Path(output_dir).resolve():
         raise OutputError(f"--uncertainty {str(root)!r} is the output folder, whose files are the outputs; choose "
                           "another folder")

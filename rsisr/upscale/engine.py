@@ -9,7 +9,8 @@ straddles a panel edge are run once for each panel (identically, since the noise
 scene coordinates). Memory thus depends on the tile, block and panel sizes and the batch, never
 on the scene's size. Overlaps are blended by normalised feathered overlap-add
 (:mod:`rsisr.tiling`); the noise of each tile is cut from the scene's field
-(:func:`rsisr.noise.tile_noises`).
+(:func:`rsisr.noise.tile_noises`). An ensemble (:class:`rsisr.upscale.ensemble.EnsembleUpscaler`)
+runs every tile several times and blends moments instead, through this engine's hooks.
 
 Invalid input pixels (a source's validity mask) are filled before inference
 (:func:`fill_invalid`), so nodata values never reach the model.
@@ -68,7 +69,8 @@ class Source(Protocol):
 class Sink(Protocol):
     """What the engine writes to: ``block_shape`` (HR rows, cols) and ``write(row, col, data)``
     taking a (C, h, w) float32 tensor in [0, 1] (on the engine's device) at HR offsets inside the
-    output window; every call covers whole blocks."""
+    output window; every call covers whole blocks. An ensemble also passes ``std``, the samples'
+    (C, h, w) standard deviation in the same units: ``write(row, col, mean, std)``."""
 
     block_shape: tuple[int, int]
 

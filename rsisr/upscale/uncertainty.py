@@ -38,6 +38,13 @@ def same_file(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
+def require_ensemble(what: str, ensemble: int) -> None:
+    """A one-line ConfigError unless ``ensemble`` has the 2 samples that a spread needs."""
+    if ensemble < 2:
+        raise ConfigError(f"{what} needs an ensemble to measure a spread: add --ensemble N with N of 2 or more "
+                          "(e.g. --ensemble 8)")
+
+
 def check_uncertainty(path, ensemble: int, output, src_name: str, overwrite: bool) -> Path | None:
     """``--uncertainty`` checked before any work: None when not asked for, else its path. It
     needs an ensemble of 2 or more, and must differ from the output and the input."""
@@ -46,9 +53,7 @@ def check_uncertainty(path, ensemble: int, output, src_name: str, overwrite: boo
     if path is None:
         return None
     path = Path(path)
-    if ensemble < 2:
-        raise ConfigError(f"--uncertainty {str(path)!r} needs an ensemble to measure a spread: add --ensemble N "
-                          "with N of 2 or more (e.g. --ensemble 8)")
+    require_ensemble(f"--uncertainty {str(path)!r}", ensemble)
     if output is not None and same_file(path, Path(output)):
         raise OutputError(f"--uncertainty {str(path)!r} is the output file; give it another name, e.g. "
                           f"{Path(output).stem}_std.tif")
