@@ -50,8 +50,9 @@ def sample_seeds(seed: int, n: int) -> list[int]:
 
     Sample 0 is ``seed`` itself, so an ensemble of one is the plain run, and the first sample of
     any ensemble is what ``--seed seed`` gives. Sample k > 0 gets SplitMix64(SplitMix64(seed ^
-    salt) ^ k) modulo 2**53: a function of (seed, k) alone, so sample k of an ensemble is exactly
-    the single run ``--seed`` (that seed), and the fields of different samples are independent.
+    salt) ^ k) modulo 2**53: a function of (seed, k) alone, so sample k of an ensemble has the
+    noise of the single run ``--seed`` (that seed), and the fields of different samples are
+    independent.
     """
     with np.errstate(over="ignore"):
         key = _splitmix64(np.array([(int(seed) & _MASK64) ^ _ENSEMBLE_SALT], dtype=np.uint64))
