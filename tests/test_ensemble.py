@@ -111,7 +111,9 @@ def test_std_is_exactly_zero_for_a_deterministic_stand_in(model, tile, overlap):
     np.testing.assert_allclose(mean, upscale_array(img, model, tile=tile, overlap=overlap, device="cpu"), atol=1e-6)
 
 
-def test_samples_run_in_one_batch_and_memory_does_not_grow_with_n():
+def test_samples_fill_the_batch_and_memory_does_not_grow_with_n():
+    """--batch-size counts samples: a tile's samples share calls up to the batch size, several
+    tiles' when the batch holds all their samples; the accumulator has 7 channels for any N."""
     calls = []
 
     class Recorder(NoiseX4):
@@ -119,15 +121,25 @@ def test_samples_run_in_one_batch_and_memory_does_not_grow_with_n():
             calls.append(lr.shape[0])
             return super().forward(lr, noises, steps)
 
-    engine = EnsembleUpscaler(Recorder(), ensemble=8, tile=16, overlap=4, batch_size=4, device="cpu")
-    assert engine.acc_channels == 7 == EnsembleUpscaler.acc_channels  # not 3 x N
-    sink = ArraySink(4 * 30, 4 * 40)
-    engine.run(ArraySource(image(30, 40)), sink)
-    assert set(calls) == {8}  # each tile's 8 samples together (batch_size 4 < 8: one tile per call)
-    engine = EnsembleUpscaler(Recorder(), ensemble=2, tile=16, overlap=4, batch_size=4, device="cpu")
-    calls.clear()
-    engine.run(ArraySource(image(30, 40)), ArraySink(4 * 30, 4 * 40))
-    assert max(calls) == 4  # two tiles x two samples
+    def run(n, batch):
+        calls.clear()
+        engine = EnsembleUpscaler(Recorder(), ensemble=n, tile=16, overlap=4, batch_size=batch, seed=3, device="cpu")
+        assert engine.acc_channels == 7  # not 3 x N
+        sink = ArraySink(4 * 30, 4 * 40)
+        engine.run(ArraySource(image(30, 40)), sink)
+        return sorted(set(calls)), sink
+
+    got, ref = run(8, 16)
+    assert got == [8, 16]  # two tiles x eight samples (one tile where a group of tiles is odd)
+    got, a = run(8, 4)
+    assert got == [4]  # one tile's eight samples in two calls of four
+    got, b = run(8, 1)
+    assert got == [1]  # one sample per call (the default on a CPU)
+    got, _ = run(2, 4)
+    assert got == [2, 4]  # two tiles x two samples
+    for other in (a, b):  # the same moments, however the samples were grouped
+        np.testing.assert_allclose(other.out, ref.out, atol=1e-6)
+        np.testing.assert_allclose(other.std, ref.std, atol=1e-6)
 
 
 def test_out_of_memory_splits_the_samples_and_keeps_them():

@@ -48,14 +48,13 @@ def ensemble_runner(model, steps: int, seed: int, device, ensemble: int):
     """LR (B, C, h, w) in [-1, 1] -> (mean, std) of ``ensemble`` samples in [-1, 1] units, as
     ``rsisr upscale --ensemble N`` makes them for an image run as one tile."""
     from rsisr.upscale import make_engine
-    from rsisr.upscale.ensemble import sample_moments
 
     engine = make_engine(model, ensemble=ensemble, steps=steps, seed=seed, device=device,
-                         precision="auto")  # as upscale's default
+                         precision="auto")  # as upscale's default (and its default batch)
 
     def run(lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, var = sample_moments(engine.samples(lr, [(0, 0)] * lr.shape[0]))
-        return mean, var.sqrt_()
+        mean, var = engine.sample_stats(lr, [(0, 0)] * lr.shape[0])  # [0, 1] units
+        return mean.mul_(2.0).sub_(1.0), var.sqrt_().mul_(2.0)
 
     return run
 

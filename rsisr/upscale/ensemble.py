@@ -54,16 +54,32 @@ def sample_moments(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, m2.div_(samples.shape[0])
 
 
+def merge_moments(a: tuple, b: tuple) -> tuple:
+    """(count, mean, population variance) of two groups of samples -> that of all of them
+    (Chan et al.'s pairwise update; equal means add nothing to the variance, exactly)."""
+    na, ma, va = a
+    nb, mb, vb = b
+    n = na + nb
+    delta = mb - ma
+    mean = ma + delta * (nb / n)
+    m2 = va * na + vb * nb + delta * delta * (na * nb / n)
+    return n, mean, m2 / n
+
+
 class EnsembleUpscaler(TiledUpscaler):
     """The tiling engine over ``ensemble`` samples per tile: the sink gets the blended mean and
     standard deviation, ``sink.write(row, col, mean, std)``, both (3, h, w) in model units [0, 1].
 
-    ``batch_size`` counts model inputs: a call holds ``max(1, batch_size // ensemble)`` tiles,
-    each with all of its samples. A sink with ``bands == 1`` (a one-band output, the mean of the
-    three channels) gets the moments of the channel mean, replicated to three channels.
+    ``batch_size`` counts model inputs (samples), so a call, and the memory it takes, is what
+    ``batch_size`` says whatever N is: a call holds all N samples of ``batch_size // N`` tiles
+    when ``batch_size >= N``, else ``batch_size`` samples of one tile. The samples' moments are
+    merged call by call (:func:`merge_moments`), so a tile's N samples are never held at once. A
+    sink with ``bands == 1`` (a one-band output, the mean of the three channels) gets the
+    moments of the channel mean, replicated to three channels.
     """
 
-    #: weight so far (1), weighted mean (3), weighted sum of squared deviations (3)
+    #: weight so far (1), weighted mean (3), weighted sum of squared deviations (3); the hooks
+    #: below read the channel count C from their tensors (1 + 2 C accumulator channels)
     acc_channels = 7
 
     def __init__(self, model, *, ensemble: int = 2, **options):
@@ -76,37 +92,46 @@ class EnsembleUpscaler(TiledUpscaler):
         self.mono = getattr(sink, "bands", 3) == 1
         return super().run(source, sink, window, on_tile)
 
-    def samples(self, lr: torch.Tensor, origins) -> torch.Tensor:
-        """(B, 3, h, w) LR tiles in [-1, 1] -> (N, B, 3, 4h, 4w) samples in [-1, 1], all in one
-        batch of N * B inputs (sample-major; sample k with the noise of ``seeds[k]``)."""
+    def sample_stats(self, lr: torch.Tensor, origins) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, h, w) LR tiles in [-1, 1] -> the mean and population variance of their N
+        samples, each (B, 3, 4h, 4w) in [0, 1] units. Sample k has the noise of ``seeds[k]``; the
+        samples run in calls of ``max(1, batch_size // B)`` samples of every tile."""
         b, n = lr.shape[0], self.ensemble
-        out = self.forward(lr.repeat(n, 1, 1, 1), list(origins) * n, [s for s in self.seeds for _ in range(b)])
-        return out.view(n, b, *out.shape[1:])
+        per_call = max(1, self.batch_size // b)
+        stats = None
+        for k0 in range(0, n, per_call):
+            k = min(n, k0 + per_call) - k0
+            out = self.forward(lr.repeat(k, 1, 1, 1), list(origins) * k,
+                               [s for s in self.seeds[k0:k0 + k] for _ in range(b)])
+            samples = out.add_(1.0).mul_(0.5).view(k, b, *out.shape[1:])
+            if self.mono:
+                samples = samples.mean(dim=2, keepdim=True).expand_as(samples)
+            mean, var = sample_moments(samples)
+            stats = (k, mean, var) if stats is None else merge_moments(stats, (k, mean, var))
+        return stats[1], stats[2]
 
     def _tiles_per_call(self) -> int:
         return max(1, self.batch_size // self.ensemble)
 
     def _run_batch(self, lr: torch.Tensor, origins) -> torch.Tensor:
         """(B, 6, 4h, 4w): each tile's samples' mean and variance in [0, 1] units."""
-        samples = self.samples(lr, origins).add_(1.0).mul_(0.5)
-        if self.mono:
-            samples = samples.mean(dim=2, keepdim=True).expand_as(samples)
-        mean, var = sample_moments(samples)
-        return torch.cat([mean, var], dim=1)
+        return torch.cat(self.sample_stats(lr, origins), dim=1)
 
     @staticmethod
     def _blend(region: torch.Tensor, out: torch.Tensor, weight: torch.Tensor) -> None:
-        total, mean, m2 = region[:1], region[1:4], region[4:]
+        c = out.shape[0] // 2  # out: the tile's mean and variance, C channels each
+        total, mean, m2 = region[:1], region[1:1 + c], region[1 + c:]
         total.add_(weight)
         ratio = weight / total.clamp_min(_TINY)
-        delta = out[:3] - mean
+        delta = out[:c] - mean
         mean.addcmul_(delta, ratio)
-        m2.addcmul_(out[3:], weight).addcmul_(delta * delta, weight * (1.0 - ratio))
+        m2.addcmul_(out[c:], weight).addcmul_(delta * delta, weight * (1.0 - ratio))
 
     @staticmethod
     def _finish(acc: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        var = acc[4:] / acc[:1].clamp_min(_TINY)
-        return acc[1:4].clamp(0.0, 1.0), var.clamp_(min=0.0).sqrt_()
+        c = (acc.shape[0] - 1) // 2
+        var = acc[1 + c:] / acc[:1].clamp_min(_TINY)
+        return acc[1:1 + c].clamp(0.0, 1.0), var.clamp_(min=0.0).sqrt_()
 
 
 def ensemble_tags(engine: TiledUpscaler) -> dict[str, str]:
