@@ -120,7 +120,7 @@ class Calibration:
         ax.set_ylabel("RMSE of the ensemble mean (8-bit levels)")
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8)
         path = Path(path)
         with atomic_path(path, "figure") as tmp:
             fig.savefig(tmp, format="png")
