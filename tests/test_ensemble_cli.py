@@ -93,6 +93,33 @@ def test_uncertainty_raster_has_the_outputs_grid_and_mask(case, geotiff_dir, tmp
     check_uncertainty_raster(out, std)
 
 
+class NoiseX4Bands4(NoiseX4):
+    """The noise stand-in as a four-band model (RGB + NIR)."""
+
+    bands = 4
+
+
+def test_uncertainty_raster_of_multispectral_outputs(geotiff_dir, tmp_path):
+    """One band per output band: a four-band model's four, and with --other-bands bicubic the
+    bands written bicubic, whose spread is 0 (they do not depend on the model)."""
+    path = geotiff_dir / "naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif"
+    with rasterio.open(path) as s:
+        b = window_bounds(Window(0, 0, 48, 40), s.transform)
+    upscale_file(path, tmp_path / "rgbn.tif", NoiseX4Bands4(), bounds=b, device="cpu", tile=32, overlap=8,
+                 ensemble=3, uncertainty=tmp_path / "rgbn_std.tif")
+    check_uncertainty_raster(tmp_path / "rgbn.tif", tmp_path / "rgbn_std.tif")
+    with rasterio.open(tmp_path / "rgbn_std.tif") as u:
+        assert u.count == 4 and all(np.nanmean(band) > 0 for band in u.read())  # the NIR band too
+    upscale_file(path, tmp_path / "bic.tif", NoiseX4(), bounds=b, bands="4,3,2", other_bands="bicubic", device="cpu",
+                 tile=32, overlap=8, ensemble=3, uncertainty=tmp_path / "bic_std.tif")
+    with rasterio.open(tmp_path / "bic.tif") as o, rasterio.open(tmp_path / "bic_std.tif") as u:
+        assert o.count == u.count == 4
+        assert u.descriptions[0].startswith("std of") and np.array_equal(u.dataset_mask(), o.dataset_mask())
+        values = u.read()
+        assert np.all(values[0] == 0)  # band 1 is written bicubic
+        assert all(values[k].mean() > 0 for k in (1, 2, 3))  # bands 2-4 are the model's
+
+
 def test_uncertainty_raster_beside_alpha_internal_mask_and_float_nan(make_geotiff, tmp_path):
     from rsisr.gdal_env import gdal_env
 

@@ -228,11 +228,9 @@ def evaluate(
 ) -> dict:
     """Evaluate a model (``model_path``; None: the bundled default) and baselines on the HR images
     in ``data`` and its subfolders; write the report to ``out`` (JSON) and, with ``figures``,
-    comparison panels of the first ``n_figures`` images and ``summary.md`` there (and
-    ``reliability.png`` for an ensemble). Returns the report.
-
-    ``progress(done, total)`` is called after each image. ``ensemble``: score the mean of that
-    many samples, and the calibration of their standard deviation.
+    comparison panels of the first ``n_figures`` images and ``summary.md`` there. Returns the report.
+    ``progress(done, total)`` is called after each image; ``ensemble``: score the mean of that many
+    samples and the calibration of their std (``reliability.png`` with ``figures``).
     """
     from rsisr.device import resolve_device
     from rsisr.evaluation import perceptual

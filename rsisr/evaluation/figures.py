@@ -102,6 +102,21 @@ def _fmt(value, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _panel_lines(panels: list[dict], names: dict[str, str]) -> list[str]:
+    """The lines of summary.md about the comparison panels: per-image metrics and the images."""
+    keys = [k for k in ("bicubic", "model") if any(k in p.get("metrics", {}) for p in panels)]
+    lines = ["", "## Figures", "", "Per image (LR bicubic | model | HR, the red box zoomed below):", ""]
+    head = [f"{names[k]} {label}" for k in keys for label in ("PSNR", "SSIM", "LPIPS")]
+    lines += ["| image | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for panel in panels:
+        m = panel.get("metrics", {})
+        cells = [_fmt(m.get(k, {}).get(name), digits) for k in keys
+                 for name, digits in (("psnr", 2), ("ssim", 4), ("lpips", 4))]
+        lines.append(f"| [{panel['name']}]({panel['name']}.png) | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines + [f"![{panel['name']}]({panel['name']}.png)" for panel in panels]
+
+
 def _ensemble_section(folder: Path, ensemble: dict, label: str) -> list[str]:
     """Write ``reliability.png`` and return the lines of summary.md about the ensemble's calibration."""
     from rsisr.evaluation.calibration import Calibration
@@ -169,17 +184,7 @@ def write_figures(
         lines += _ensemble_section(folder, ensemble, label)
         written.append(folder / "reliability.png")
     if panels:
-        keys = [k for k in ("bicubic", "model") if any(k in p.get("metrics", {}) for p in panels)]
-        lines += ["", "## Figures", "", "Per image (LR bicubic | model | HR, the red box zoomed below):", ""]
-        head = [f"{names[k]} {label}" for k in keys for label in ("PSNR", "SSIM", "LPIPS")]
-        lines += ["| image | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
-        for panel in panels:
-            m = panel.get("metrics", {})
-            cells = [_fmt(m.get(k, {}).get(name), digits) for k in keys
-                     for name, digits in (("psnr", 2), ("ssim", 4), ("lpips", 4))]
-            lines.append(f"| [{panel['name']}]({panel['name']}.png) | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [f"![{panel['name']}]({panel['name']}.png)" for panel in panels]
+        lines += _panel_lines(panels, names)
     summary = folder / "summary.md"
     write_text(summary, "\n".join(lines) + "\n", "summary")
     written.append(summary)

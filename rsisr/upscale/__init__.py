@@ -88,7 +88,7 @@ def _filler(engine: TiledUpscaler, plan, source, progress, spread=None):
         spread_sink = None
         if spread is not None:
             write_spread_metadata(spread_out, spread)
-            spread_sink = SpreadWriter(spread_writer, plan.scaling, plan.mask_mode)
+            spread_sink = SpreadWriter(spread_writer, plan.scaling, plan.mask_mode, plan.choice)
         sink = RasterSink(writer, source, plan.window, len(plan.indexes), spread_sink)
         tick, close = _progress(progress, engine.count_tiles(source.shape, plan.lr_window, sink.block_shape))
         try:

@@ -1,9 +1,9 @@
 """Ensembles (``--ensemble N``): the mean of N samples per pixel and their standard deviation.
 
-Each tile is run N times in one model call, with the noise fields of the N seeds of
-:func:`rsisr.noise.sample_seeds` (sample 0 is ``--seed`` itself). Per tile, the samples' mean
-and (population) variance come from Welford's update over the samples, so identical samples give
-a variance of exactly 0. Tiles are then blended with the engine's overlap-add weights: the
+Each tile is run N times, in batches of ``--batch-size`` samples, with the noise fields of the N
+seeds of :func:`rsisr.noise.sample_seeds` (sample 0 is ``--seed`` itself). Per tile, the
+samples' mean and (population) variance come from Welford's update over the samples of a call,
+merged call by call, so identical samples give a variance of exactly 0. Tiles are then blended with the engine's overlap-add weights: the
 accumulator holds, per pixel, the weight so far, the weighted mean and the weighted sum of squared
 deviations, merged tile by tile with Chan et al.'s pairwise update (exact for the blended first
 and second moments, without the cancellation of E[y^2] - E[y]^2)::
@@ -11,8 +11,9 @@ and second moments, without the cancellation of E[y^2] - E[y]^2)::
     W' = W + w;  r = w / W';  d = m_t - mean;  mean += r d;  M2 += w v_t + w (1 - r) d^2
 
 and the variance is M2 / W: the variance of the mixture of the tiles' samples under the blending
-weights (inside a tile it is the samples' variance). The accumulator has 7 channels instead of
-3, whatever N is, so memory stays bounded; an ensemble of one is the plain engine.
+weights (inside a tile it is the samples' variance). The accumulator has 1 + 2 C channels
+instead of C (7 instead of 3 for RGB), whatever N is, so memory stays bounded; an ensemble of one
+is the plain engine.
 """
 
 from __future__ import annotations
@@ -68,19 +69,21 @@ def merge_moments(a: tuple, b: tuple) -> tuple:
 
 class EnsembleUpscaler(TiledUpscaler):
     """The tiling engine over ``ensemble`` samples per tile: the sink gets the blended mean and
-    standard deviation, ``sink.write(row, col, mean, std)``, both (3, h, w) in model units [0, 1].
+    standard deviation, ``sink.write(row, col, mean, std)``, both (C, h, w) in model units [0, 1].
 
     ``batch_size`` counts model inputs (samples), so a call, and the memory it takes, is what
     ``batch_size`` says whatever N is: a call holds all N samples of ``batch_size // N`` tiles
     when ``batch_size >= N``, else ``batch_size`` samples of one tile. The samples' moments are
     merged call by call (:func:`merge_moments`), so a tile's N samples are never held at once. A
-    sink with ``bands == 1`` (a one-band output, the mean of the three channels) gets the
-    moments of the channel mean, replicated to three channels.
+    sink with ``bands == 1`` under a model of more (one input band replicated for the model, the
+    output their mean) gets the moments of the channel mean, replicated to the C channels.
     """
 
-    #: weight so far (1), weighted mean (3), weighted sum of squared deviations (3); the hooks
-    #: below read the channel count C from their tensors (1 + 2 C accumulator channels)
-    acc_channels = 7
+    @property
+    def acc_channels(self) -> int:
+        """Weight so far (1), weighted mean (C), weighted sum of squared deviations (C): 1 + 2 C
+        whatever N is (7 for RGB). The hooks below read C from their tensors."""
+        return 1 + 2 * self.bands
 
     def __init__(self, model, *, ensemble: int = 2, **options):
         super().__init__(model, **options)
@@ -89,7 +92,7 @@ class EnsembleUpscaler(TiledUpscaler):
         self.mono = False
 
     def run(self, source, sink, window=None, on_tile=None) -> int:
-        self.mono = getattr(sink, "bands", 3) == 1
+        self.mono = self.bands > 1 and getattr(sink, "bands", self.bands) == 1
         return super().run(source, sink, window, on_tile)
 
     def sample_stats(self, lr: torch.Tensor, origins) -> tuple[torch.Tensor, torch.Tensor]:

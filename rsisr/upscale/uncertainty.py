@@ -8,7 +8,8 @@ model units is ``s * (1 - weight) * (hi - lo)`` in the output's: where the input
 output is the bicubic x4 of the true values, which every sample shares, and the spread is 0. It
 is the spread before the output's rounding to its dtype.
 
-Same grid, CRS and transform as the output, one band per output band (the alpha band aside);
+Same grid, CRS and transform as the output, one band per output band (the alpha band aside; a
+band written bicubic with ``--other-bands bicubic`` has a spread of 0);
 the same mask: with a nodata value, nodata = NaN in each band where the output band is nodata;
 with an internal mask or an alpha band, an internal mask equal to the output's dataset mask (and
 NaN there). Written in the same atomic pass as the output (:func:`rsisr.upscale.output.write_geotiffs`),
@@ -72,15 +73,20 @@ def spread_units(std: torch.Tensor, scaling, weight: torch.Tensor | None = None)
 
 class SpreadWriter:
     """Writes the blocks of the uncertainty raster beside :class:`rsisr.upscale.sink.RasterSink`
-    (which calls :meth:`write` with each block's carry weight and masks)."""
+    (which calls :meth:`write` with each block's carry weight and masks). ``choice``: the output's
+    :class:`~rsisr.upscale.bands.BandChoice`; bands written bicubic (``--other-bands bicubic``) do
+    not depend on the model, and their spread is 0."""
 
-    def __init__(self, dst, scaling, mask_mode: str):
+    def __init__(self, dst, scaling, mask_mode: str, choice=None):
         self.dst = dst
         self.scaling = scaling
         self.mask_mode = mask_mode
+        self.choice = choice
 
     def write(self, window, std: torch.Tensor, weight: torch.Tensor | None, masks) -> None:
         values = spread_units(std, self.scaling, weight)
+        if self.choice is not None and self.choice.others:
+            values = self.choice.assemble(values, np.zeros((len(self.choice.others), *values.shape[1:]), np.float32))
         valid, band_valid, _ = masks if masks is not None else (None, None, None)
         if valid is not None:
             values[:, ~valid] = np.nan
@@ -110,14 +116,15 @@ def spread_plan(path: Path, plan, tags: dict, output_name: str) -> SpreadPlan:
     from rsisr.gdal_env import cog_defaults, gtiff_defaults
     from rsisr.rasterio_io import check_output_space
 
-    n = len(plan.indexes)
+    out_bands = plan.choice.out if plan.choice is not None else plan.indexes  # the output's, alpha aside
+    n = len(out_bands)
     out = plan.profile
     blocks = {k: out[k] for k in ("TILED", "BLOCKXSIZE", "BLOCKYSIZE") if k in out}
     profile = dict(driver="GTiff", width=out["width"], height=out["height"], count=n, dtype="float32",
                    crs=out["crs"], transform=out["transform"],
                    nodata=float("nan") if plan.mask_mode == "nodata" else None, **{**gtiff_defaults(np.float32), **blocks})
     check_output_space(path, out["width"], out["height"], n, np.float32, plan.mask_mode in ("mask", "alpha"))
-    descriptions = [f"std of {d}" if d else f"std of band {b}" for d, b in zip(plan.descriptions, plan.indexes)]
+    descriptions = [f"std of {d}" if d else f"std of band {b}" for d, b in zip(plan.descriptions, out_bands)]
     return SpreadPlan(path=path, profile=profile, cog_options=cog_defaults() if plan.cog_options is not None else None,
                       descriptions=descriptions, units=list(plan.units[:n]),
                       scales=None if plan.scales is None else list(plan.scales[:n]),
