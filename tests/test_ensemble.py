@@ -252,3 +252,19 @@ def test_two_tilings_of_an_ensemble_differ_within_the_single_sample_tolerance(ge
     assert diff.mean() <= 1.0 and diff.mean() < seeds / 4, (diff.mean(), seeds)
     assert max(diff.mean(axis=1).max(), diff.mean(axis=0).max()) < seeds, (diff, seeds)
     assert np.abs(s64 - s96).mean() < 0.25 * s96.mean(), (np.abs(s64 - s96).mean() * 255, s96.mean() * 255)
+
+
+def test_in_memory_uncertainty_of_multispectral_images():
+    from rsisr.array_io import upscale_image
+
+    class FourBands(NoiseX4):
+        bands = 4
+
+    img = (np.random.default_rng(6).random((5, 24, 28)) * 255).astype(np.uint8)
+    mean, std = upscale_image(FourBands(), img, seed=1, tile=16, overlap=4, device="cpu", ensemble=3,
+                              uncertainty=True)
+    assert mean.shape == std.shape == (4, 96, 112) and all(band.mean() > 0 for band in std)
+    mean, std = upscale_image(NoiseX4(), img, seed=1, tile=16, overlap=4, device="cpu", ensemble=3,
+                              uncertainty=True, bands="3,2,1", other_bands="bicubic")
+    assert mean.shape == std.shape == (5, 96, 112)
+    assert np.all(std[3:] == 0) and all(std[k].mean() > 0 for k in range(3))  # bands 4, 5: bicubic
