@@ -21,10 +21,13 @@ from rsisr_cli.options import configure_logging, upscale_options, verbosity_opti
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on an existing Dask cluster, e.g. tcp://host:8786.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
+@click.option("--uncertainty", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also write each scene's uncertainty raster (the samples' standard deviation) into this folder, "
+                   "under its output's relative path; needs --ensemble 2 or more.")
 @upscale_options
 @verbosity_options
 def batch(input_dir, output_dir, pattern, recursive, workers, threads_per_worker, scheduler, report,
-          verbose, quiet, **options):
+          uncertainty, verbose, quiet, **options):
     """Super-resolve every scene of INPUT_DIR into OUTPUT_DIR with Dask.
 
     Scenes whose output is already complete are skipped, so a rerun does no work. A failing
@@ -36,7 +39,7 @@ def batch(input_dir, output_dir, pattern, recursive, workers, threads_per_worker
     model = options.pop("model_path", None)
     result = upscale_folder(input_dir, output_dir, model, pattern=pattern, recursive=recursive, workers=workers,
                             threads_per_worker=threads_per_worker, scheduler=scheduler, report=report,
-                            progress=not quiet, **options)
+                            uncertainty=uncertainty, progress=not quiet, **options)
     if not quiet:
         click.echo(format_table(result))
     if result.failed:

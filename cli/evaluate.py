@@ -6,7 +6,7 @@ import click
 
 from rsisr.evaluation import BASELINES, DEFAULT_FIGURES, IMAGE_SUFFIXES, METRICS
 from rsisr_cli.options import (
-    configure_logging, device_option, model_option, seed_option, steps_option, verbosity_options,
+    configure_logging, device_option, ensemble_option, model_option, seed_option, steps_option, verbosity_options,
 )
 
 
@@ -29,15 +29,18 @@ from rsisr_cli.options import (
               help="How many of the first images get a panel with --figures.")
 @steps_option
 @seed_option
+@ensemble_option
 @device_option
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate only the first N images (by path).")
 @click.option("--overwrite", is_flag=True, help="Replace the report and summary.md if they exist.")
 @verbosity_options
-def evaluate(data, out, model_path, baselines, metrics, metric_weights, figures, n_figures, steps, seed, device,
-             limit, overwrite, verbose, quiet) -> None:
+def evaluate(data, out, model_path, baselines, metrics, metric_weights, figures, n_figures, steps, seed, ensemble,
+             device, limit, overwrite, verbose, quiet) -> None:
     """Evaluate a model against bicubic on a folder of HR images: PSNR, SSIM, LPIPS, FID and runtime.
 
-    Writes the report to OUT (JSON) and prints the metrics table.
+    Writes the report to OUT (JSON) and prints the metrics table. With --ensemble N the model's
+    output is the mean of N samples, and the report adds how well their standard deviation
+    tracks the error (Spearman correlation; reliability.png with --figures).
     """
     from tqdm import tqdm
 
@@ -56,7 +59,7 @@ def evaluate(data, out, model_path, baselines, metrics, metric_weights, figures,
         report = run(
             data, model_path, out=out, baselines=baselines, metrics=metrics, metric_weights=metric_weights,
             figures=figures, n_figures=n_figures, steps=steps, seed=seed, device=device, limit=limit,
-            overwrite=overwrite, progress=progress,
+            overwrite=overwrite, progress=progress, ensemble=ensemble,
         )
     finally:
         if bar is not None:
@@ -69,6 +72,11 @@ def evaluate(data, out, model_path, baselines, metrics, metric_weights, figures,
     for method, values in report["metrics"].items():
         cells = [_fmt(values[k], w, d) for k, w, d in (("psnr", 9, 3), ("ssim", 9, 4), ("lpips", 9, 4), ("fid", 10, 3))]
         click.echo(f"{method:<10}" + "".join(cells) + _fmt(report["runtime_s_per_image"][method], 10, 4))
+    if "ensemble" in report:
+        rho = report["ensemble"]["calibration"]["spearman"]
+        click.echo(f"model: mean of {report['ensemble']['n']} samples; Spearman(std, |error|) = "
+                   f"{'n/a' if rho is None else f'{rho:.3f}'} over "
+                   f"{report['ensemble']['calibration']['n_values']:,} pixel values")
 
 
 def _fmt(value, width: int, digits: int) -> str:

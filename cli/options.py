@@ -28,6 +28,11 @@ steps_option = click.option(
     "--steps", type=click.IntRange(1, 4), default=1, show_default=True, help="Consistency sampling steps (1-4)."
 )
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+ensemble_option = click.option(
+    "--ensemble", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+    help="Run N samples per tile (noise fields derived from --seed) and keep their mean: closer to the truth on "
+         "average, smoother, N times the model time. 1: a single sample.",
+)
 
 
 def upscale_options(f):
@@ -44,10 +49,12 @@ def upscale_options(f):
         click.option("--overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
                      help="Overlap of neighbouring tiles in input pixels; --tile must exceed twice it."),
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
-                     help="Tiles per model call (default: 1 on a CPU, where it is fastest; 4 on a GPU; halved "
-                          "automatically when the GPU runs out of memory)."),
+                     help="Tiles per model call (default: 1 on a CPU, where it is fastest; 4 on a GPU); with "
+                          "--ensemble N, samples (each tile's N in one call). Halved automatically when the GPU "
+                          "runs out of memory."),
         steps_option,
         seed_option,
+        ensemble_option,
         device_option,
         precision_option,
         click.option("--compile", "compile", is_flag=True,

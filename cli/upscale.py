@@ -11,6 +11,9 @@ from rsisr_cli.options import TileProgress, configure_logging, upscale_options, 
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Output GeoTIFF (written atomically).")
+@click.option("--uncertainty", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the samples' per-pixel standard deviation here (float32 GeoTIFF in the output's units, "
+                   "same grid and mask); needs --ensemble 2 or more.")
 @upscale_options
 @verbosity_options
 def upscale(input_path: str, output_path: str, model_path: str | None, verbose: int, quiet: bool, **options) -> None:

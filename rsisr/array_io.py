@@ -133,15 +133,18 @@ class _ImageSource:
 
 
 class _ImageSink:
-    """Writes blended blocks straight into ``out`` ((C, 4H, 4W) view of the result) in its dtype."""
+    """Writes blended blocks straight into ``out`` ((C, 4H, 4W) view of the result) in its dtype,
+    and an ensemble's standard deviation into ``spread`` (a float32 view like ``out``, or None)."""
 
     block_shape = (64, 256)
 
-    def __init__(self, source: _ImageSource, out: np.ndarray):
+    def __init__(self, source: _ImageSource, out: np.ndarray, spread: np.ndarray | None = None):
         self.source = source
         self.out = out
+        self.spread = spread
+        self.bands = len(source.model_idx)  # 1: one band replicated for the model, averaged back
 
-    def write(self, row: int, col: int, data: torch.Tensor) -> None:
+    def write(self, row: int, col: int, data: torch.Tensor, std: torch.Tensor | None = None) -> None:
         from rsisr.radiometry import to_dtype
         from rsisr.upscale.bands import other_bands_up
         from rsisr.upscale.engine import FILL_GROW
@@ -151,7 +154,7 @@ class _ImageSink:
         if len(source.model_idx) == 1:
             data = data.mean(dim=0, keepdim=True)
         data = data.cpu()
-        extra = None
+        extra = weight = None
         rows, cols = (row, row + h), (col, col + w)
         carry = source.scaling.carry(source.read_raw, source.shape, rows, cols, SCALE)
         if carry is not None:
@@ -165,21 +168,35 @@ class _ImageSink:
             up = other_bands_up(source.read_others, source.shape, rows, cols, grow, SCALE)
             values = source.choice.assemble(values, to_dtype(up.numpy(), self.out.dtype))
         self.out[:, row:row + h, col:col + w] = values
+        if std is not None and self.spread is not None:
+            self.spread[:, row:row + h, col:col + w] = self._spread(std, weight)
+
+    def _spread(self, std: torch.Tensor, weight) -> np.ndarray:
+        """The ensemble's std in the image's units, one band per written band (0 for the bands
+        written bicubic: they do not depend on the model)."""
+        from rsisr.upscale.uncertainty import spread_units
+
+        if self.bands == 1:
+            std = std.mean(dim=0, keepdim=True)  # the ensemble's channels agree
+        values = spread_units(std.cpu(), self.source.scaling, weight)
+        others = np.zeros((len(self.source.choice.others), *values.shape[1:]), np.float32)
+        return self.source.choice.assemble(values, others)
 
 
 def _upscale_one(engine, raw: np.ndarray, mask: np.ndarray | None, scale, out: np.ndarray, choice: BandChoice,
-                 stored: Scaling | None) -> None:
+                 stored: Scaling | None, spread: np.ndarray | None = None) -> None:
     """Upscale (C, H, W) ``raw`` (``mask``: (C, H, W) bool, True = masked) into (C', 4H, 4W)
-    ``out``, C' = the bands of ``choice`` that are written."""
+    ``out``, C' = the bands of ``choice`` that are written (and an ensemble's std into ``spread``)."""
     model_idx = [b - 1 for b in choice.model]
     valid = None if mask is None else ~mask[model_idx].all(axis=0)
     source = _ImageSource(raw, valid, _scaling(raw[model_idx], valid, scale, stored), choice, engine.bands)
-    engine.run(source, _ImageSink(source, out))
+    engine.run(source, _ImageSink(source, out, spread))
 
 
 def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, generator: torch.Generator | None = None,
                   scale=None, tile: int | None = None, overlap: int | None = None, batch_size: int | None = None,
-                  device=None, precision: str = "auto", bands=None, other_bands: str | None = None):
+                  device=None, precision: str = "auto", bands=None, other_bands: str | None = None,
+                  ensemble: int = 1, uncertainty: bool = False):
     """Super-resolve an in-memory image by 4x with ``model``; same layout and dtype back.
 
     ``image``: numpy (H, W), (H, W, C) or (C, H, W) (a masked array keeps its masks; the channel
@@ -192,9 +209,12 @@ def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, gene
     the scene-coordinate noise seed, as ``rsisr upscale --seed`` (None: drawn from ``generator``
     or at random). ``tile``, ``overlap``, ``batch_size``, ``precision``: the engine's (CLI
     defaults: ``auto`` is bf16 where the device runs it natively, else fp32); ``device``:
-    default the model's.
+    default the model's. ``ensemble``: the mean of that many samples, as ``rsisr upscale
+    --ensemble``; with ``uncertainty`` (needs an ensemble of 2 or more) the result is
+    ``(image, std)``: the samples' per-pixel standard deviation in the image's units, float32,
+    one band per band returned, in the same layout (with the same mask).
     """
-    from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, TiledUpscaler
+    from rsisr.upscale import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, make_engine
     from rsisr.upscale.bands import choose_bands, parse_bands, parse_other_bands
     from rsisr.upscale.plan import stored_scaling
 
@@ -207,43 +227,51 @@ def upscale_image(model, image, *, steps: int = 1, seed: int | None = None, gene
     band_spec, other = parse_bands(bands, None), parse_other_bands(other_bands)
     if device is None:
         device = getattr(model, "device", "cpu")
-    engine = TiledUpscaler(
-        model, tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+    engine = make_engine(
+        model, ensemble=ensemble, tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
         batch_size=batch_size or DEFAULT_BATCH_SIZE, steps=steps,
         seed=_random_seed(generator) if seed is None else seed, device=device, precision=precision,
     )
+    if uncertainty and ensemble == 1:
+        raise InputError("uncertainty=True needs an ensemble to measure a spread: pass ensemble=N with N of 2 or more")
 
     def run(chw: np.ndarray, mask: np.ndarray | None, out_of) -> BandChoice:
         choice = choose_bands(chw.shape[0], engine.bands, band_spec, other, "the image")
-        _upscale_one(engine, chw, mask, scale, out_of(len(choice.out)), choice, stored_scaling(model))
+        out, spread = out_of(len(choice.out))
+        _upscale_one(engine, chw, mask, scale, out, choice, stored_scaling(model), spread)
         return choice
 
     if not is_numpy:
-        return _upscale_tensor(image, layout, run)
-    return _upscale_array(image, layout, run)
+        return _upscale_tensor(image, layout, run, uncertainty)
+    return _upscale_array(image, layout, run, uncertainty)
 
 
-def _upscale_tensor(image: torch.Tensor, layout: str, run) -> torch.Tensor:
-    """``upscale_image`` of a torch tensor, one image at a time (``run(chw, mask, out_of)``)."""
+def _upscale_tensor(image: torch.Tensor, layout: str, run, uncertainty: bool = False):
+    """``upscale_image`` of a torch tensor, one image at a time (``run(chw, mask, out_of)``;
+    ``out_of(c)`` -> (result, std or None) views)."""
     images = image.detach().cpu()
     images = images if layout == "bchw" else images[None]
-    outs = []
+    outs, spreads = [], []
     for one in images.numpy():
         h, w = one.shape[-2:] if layout in ("chw", "bchw") else one.shape[:2]
-        holder = {}
 
-        def out_of(c: int) -> np.ndarray:
-            holder["out"] = np.empty((c, SCALE * h, SCALE * w), one.dtype)
-            return holder["out"]
+        def out_of(c: int):
+            outs.append(np.empty((c, SCALE * h, SCALE * w), one.dtype))
+            spreads.append(np.empty(outs[-1].shape, np.float32) if uncertainty else None)
+            return outs[-1], spreads[-1]
 
         run(_channels_first(one, "chw" if layout == "bchw" else layout), None, out_of)
-        outs.append(holder["out"])
-    result = torch.from_numpy(np.stack(outs) if layout == "bchw" else _restore(outs[0], layout))
-    return result.to(image.dtype)
+
+    def restore(arrays):
+        return torch.from_numpy(np.stack(arrays) if layout == "bchw" else _restore(arrays[0], layout))
+
+    result = restore(outs).to(image.dtype)
+    return (result, restore(spreads)) if uncertainty else result
 
 
-def _upscale_array(image: np.ndarray, layout: str, run) -> np.ndarray:
-    """``upscale_image`` of a numpy array (or masked array), written in its own layout."""
+def _upscale_array(image: np.ndarray, layout: str, run, uncertainty: bool = False):
+    """``upscale_image`` of a numpy array (or masked array), written in its own layout (and the
+    ensemble's std beside it with ``uncertainty``)."""
     data = np.ma.getdata(image)
     mask = np.ma.getmask(image) if isinstance(image, np.ma.MaskedArray) else np.ma.nomask
     mask = None if mask is np.ma.nomask or not mask.any() else mask
@@ -257,18 +285,21 @@ def _upscale_array(image: np.ndarray, layout: str, run) -> np.ndarray:
         if layout != "hw":
             shape[0 if layout == "chw" else 2] = c
         holder["out"] = np.empty(shape, data.dtype)
-        return _channels_first(holder["out"], layout)
+        holder["spread"] = np.empty(shape, np.float32) if uncertainty else None
+        spread = None if holder["spread"] is None else _channels_first(holder["spread"], layout)
+        return _channels_first(holder["out"], layout), spread
 
     mask_chw = None if mask is None else _channels_first(mask, layout)
     choice = run(_channels_first(data, layout), mask_chw, out_of)
-    out = holder["out"]
+    out, spread = holder["out"], holder["spread"]
     if isinstance(image, np.ma.MaskedArray):
         out_mask = np.ma.nomask
         if mask is not None:  # each written band's mask, nearest x4
             kept = mask_chw[[b - 1 for b in choice.out]]
             out_mask = _restore(kept.repeat(SCALE, axis=1).repeat(SCALE, axis=2), layout)
-        return np.ma.MaskedArray(out, mask=out_mask, fill_value=image.fill_value)
-    return out
+        out = np.ma.MaskedArray(out, mask=out_mask, fill_value=image.fill_value)
+        spread = None if spread is None else np.ma.MaskedArray(spread, mask=out_mask)
+    return (out, spread) if uncertainty else out
 
 
 def _restore(chw: np.ndarray, layout: str) -> np.ndarray:

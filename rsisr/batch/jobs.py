@@ -91,6 +91,27 @@ def plan_jobs(input_dir: str | os.PathLike, output_dir: str | os.PathLike, patte
     return jobs
 
 
+def uncertainty_paths(jobs: list[tuple[Path, Path]], input_dir, output_dir, uncertainty_dir,
+                      ensemble: int) -> list[Path] | None:
+    """The uncertainty raster of each job under ``uncertainty_dir`` (``--uncertainty DIR``),
+    mirroring the outputs' relative paths; None when not asked for. Rejected before any work:
+    an ensemble of one, and a folder that is the output folder or inside the input folder."""
+    from rsisr.upscale.uncertainty import require_ensemble
+
+    if uncertainty_dir is None:
+        return None
+    root = Path(uncertainty_dir)
+    require_ensemble(f"--uncertainty {str(root)!r}", ensemble)
+    if root.resolve() == Path(output_dir).resolve():
+        raise OutputError(f"--uncertainty {str(root)!r} is the output folder, whose files are the outputs; choose "
+                          "another folder")
+    src_abs, root_abs = Path(input_dir).resolve(), root.resolve()
+    if root_abs == src_abs or src_abs in root_abs.parents:
+        raise OutputError(f"--uncertainty {str(root)!r} is inside the input folder {str(input_dir)!r}; choose a "
+                          "folder outside it")
+    return [root / dst.relative_to(output_dir) for _, dst in jobs]
+
+
 def format_table(report: BatchReport) -> str:
     """A plain-text table of the scenes (status, seconds, input, then the error, or why an
     existing output was redone)."""

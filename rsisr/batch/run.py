@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rsisr.atomic import remove_stale
-from rsisr.batch.jobs import DEFAULT_PATTERN, BatchReport, SceneResult, plan_jobs
+from rsisr.batch.jobs import DEFAULT_PATTERN, BatchReport, SceneResult, plan_jobs, uncertainty_paths
 from rsisr.batch.status import Request, request_for, scene_status
 from rsisr.errors import InputError
 
@@ -62,7 +62,8 @@ def upscale_scene(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
                   **options) -> SceneResult:
     """Super-resolve one scene; the per-scene function of :func:`upscale_folder`.
 
-    Skipped when ``dst`` is complete and made with these settings (:func:`scene_status`).
+    Skipped when ``dst`` is complete and made with these settings (:func:`scene_status`), and
+    so is the ``uncertainty`` raster (a path, one of ``options``) where one is asked for.
     Errors of the scene itself (a corrupt input, say) come back as a ``failed`` result rather
     than an exception, so ``client.map(upscale_scene, inputs, outputs)`` never loses a batch.
     ``quiet``: no warnings from this scene (``rsisr batch -q``).
@@ -76,14 +77,16 @@ def upscale_scene(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         reason = "--overwrite" if overwrite and Path(dst).exists() else None
         try:
             if not overwrite:
-                complete, reason = scene_status(src, dst, request_for(model, **options))
+                complete, reason = scene_status(src, dst, request_for(model, **options), options.get("uncertainty"))
                 if complete:
                     return SceneResult(str(src), str(dst), "skipped", 0.0)
             if threads:
                 import torch
 
                 torch.set_num_threads(threads)
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            for path in (dst, options.get("uncertainty")):
+                if path is not None:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
             net, device = _cached_model(model, str(options.pop("device", "auto")))
             with undecodable_gdal_messages():  # in a worker process, no CLI has set them up
                 upscale_file(src, dst, model=net, device=device, overwrite=True, progress=False, **options)
@@ -126,12 +129,13 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
                    threads_per_worker: int | None = None, scheduler: str | None = None,
                    report: str | os.PathLike | None = None, retries: int = DEFAULT_RETRIES, progress: bool = False,
                    overwrite: bool = False, scene_fn: Callable[..., SceneResult] | None = None,
-                   **options) -> BatchReport:
+                   uncertainty: str | os.PathLike | None = None, **options) -> BatchReport:
     """Super-resolve every scene of ``input_dir`` matching ``pattern`` into ``output_dir``.
 
     ``scheduler``: the address of an existing dask scheduler (``tcp://host:port``); without it a
     LocalCluster of ``workers`` processes with ``threads_per_worker`` torch threads each. Other
-    keywords are :func:`rsisr.upscale.upscale_file`'s options. A failing scene is retried
+    keywords are :func:`rsisr.upscale.upscale_file`'s options, but ``uncertainty`` is a folder:
+    each scene's uncertainty raster goes there under its output's relative path. A failing scene is retried
     ``retries`` times (also when its worker dies), then reported; the rest of the batch goes on.
     """
     quiet = _dask_log_levels()
@@ -146,16 +150,18 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     request = request_for(model, **options)  # also checks tile, overlap, bands and scale before any work
-    results, todo, reasons = _pending(jobs, request, overwrite)
+    spreads = uncertainty_paths(jobs, input_dir, output_dir, uncertainty, request.ensemble)
+    results, todo, reasons = _pending(jobs, request, overwrite, spreads)
     n_workers = 0
     if todo:
         with _client(scheduler, workers, threads_per_worker, quiet) as (client, n_workers, threads):
             futures = {}
             for i in todo:
                 src, dst = jobs[i]
+                spread = {} if spreads is None else {"uncertainty": str(spreads[i])}
                 fut = client.submit(scene_fn or upscale_scene, str(src), str(dst), model=str(model) if model else None,
                                     overwrite=overwrite, threads=threads, quiet=quiet, retries=retries,
-                                    pure=False, key=f"rsisr-scene-{i}-{time.time_ns()}", **options)
+                                    pure=False, key=f"rsisr-scene-{i}-{time.time_ns()}", **spread, **options)
                 futures[fut] = i
             _collect(futures, jobs, reasons, results, _bar(progress, len(jobs), len(jobs) - len(todo)))
     out = BatchReport([results[i] for i in range(len(jobs))], time.perf_counter() - t0, n_workers)
@@ -178,7 +184,7 @@ def _dask_log_levels() -> bool:
     return quiet
 
 
-def _pending(jobs: list[tuple[Path, Path]], request: Request, overwrite: bool):
+def _pending(jobs: list[tuple[Path, Path]], request: Request, overwrite: bool, spreads: list[Path] | None = None):
     """(results of the scenes already complete, indexes of the others, why each must be (re)done)."""
     results: dict[int, SceneResult] = {}
     todo: list[int] = []
@@ -187,7 +193,7 @@ def _pending(jobs: list[tuple[Path, Path]], request: Request, overwrite: bool):
         if overwrite:
             complete, reasons[i] = False, "--overwrite" if dst.exists() else None
         else:
-            complete, reasons[i] = scene_status(src, dst, request)
+            complete, reasons[i] = scene_status(src, dst, request, None if spreads is None else spreads[i])
         if complete:
             results[i] = SceneResult(str(src), str(dst), "skipped")
         else:

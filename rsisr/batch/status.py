@@ -47,13 +47,15 @@ class Request:
     model_bands: int = 3
     stored_scaling: Any = None  # the model's stored Scaling, which replaces --scale auto
     other_bands: str | None = None  # --other-bands
+    ensemble: int = 1  # samples per tile (--ensemble)
 
 
 _SHA256: dict[tuple[str, int, int], str] = {}
 
 
 def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed: int = 0, tile: int | None = None,
-                overlap: int | None = None, bands=None, scale="auto", other_bands=None, **_ignored) -> Request:
+                overlap: int | None = None, bands=None, scale="auto", other_bands=None, ensemble: int = 1,
+                **_ignored) -> Request:
     """The :class:`Request` of :func:`rsisr.upscale.upscale_file` options (unknown ones are not
     recorded in outputs and ignored). Invalid values raise the error upscale_file would."""
     from rsisr.api import require_default_model
@@ -63,6 +65,7 @@ def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed:
     from rsisr.tiling import effective_tiling
     from rsisr.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, parse_bands
     from rsisr.upscale.bands import parse_other_bands
+    from rsisr.upscale.ensemble import check_ensemble
 
     path = Path(model) if model is not None else require_default_model()
     stat = path.stat()
@@ -77,12 +80,18 @@ def request_for(model: str | os.PathLike | None = None, *, steps: int = 1, seed:
     if isinstance(scale_spec, (list, tuple)):  # as upscale_file takes them
         scale_spec = parse_scale(",".join(map(str, scale_spec)))
     return Request(_SHA256[key], int(steps), int(seed), tile, overlap, parse_bands(bands, config.bands), scale_spec,
-                   config.bands, config.band_scaling(), parse_other_bands(other_bands))
+                   config.bands, config.band_scaling(), parse_other_bands(other_bands), check_ensemble(ensemble))
 
 
-def scene_status(src: str | os.PathLike, dst: str | os.PathLike, request: Request) -> tuple[bool, str | None]:
+#: The value of a tag that outputs made before it existed lack.
+_TAG_DEFAULTS = {"RSISR_ENSEMBLE": "1"}
+
+
+def scene_status(src: str | os.PathLike, dst: str | os.PathLike, request: Request,
+                 uncertainty: str | os.PathLike | None = None) -> tuple[bool, str | None]:
     """(complete, reason): complete when ``dst`` is a finished rsisr output of ``src`` whose tags
-    match ``request``; otherwise ``reason`` says why it must be (re)done (None: no output yet)."""
+    match ``request`` (and so does the ``uncertainty`` raster, where one is asked for);
+    otherwise ``reason`` says why it must be (re)done (None: no output yet)."""
     if not Path(dst).exists():
         return False, None
     tags = _read_tags(dst)
@@ -91,11 +100,23 @@ def scene_status(src: str | os.PathLike, dst: str | os.PathLike, request: Reques
     wanted = _wanted_tags(src, request)
     if wanted is None:  # the input cannot be read: let the scene run and report that
         return False, "the input could not be checked against the existing output"
-    differences = [f"{name} {_show(name, tags.get(key))} (now {_show(name, want)})"
-                   for name, key, want in wanted if not _same(name, tags.get(key), want)]
+    differences = _differences(tags, wanted)
     if differences:
         return False, "the existing output was made with " + ", ".join(differences)
+    if uncertainty is not None:
+        spread_tags = _read_tags(uncertainty)
+        if spread_tags is None or "RSISR_UNCERTAINTY" not in spread_tags:
+            return False, f"the uncertainty raster {uncertainty} is missing or unreadable"
+        differences = _differences(spread_tags, wanted)
+        if differences:
+            return False, "the existing uncertainty raster was made with " + ", ".join(differences)
     return True, None
+
+
+def _differences(tags: dict[str, str], wanted) -> list[str]:
+    got = {key: tags.get(key, _TAG_DEFAULTS.get(key)) for _, key, _ in wanted}
+    return [f"{name} {_show(name, got[key])} (now {_show(name, want)})"
+            for name, key, want in wanted if not _same(name, got[key], want)]
 
 
 def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
@@ -132,6 +153,7 @@ def _wanted_tags(src, request: Request) -> list[tuple[str, str, Any]] | None:
         ("bands", "RSISR_BANDS", ",".join(map(str, bands))),
         ("scaling", "RSISR_SCALING", scaling),
         ("other bands", "RSISR_OTHER_BANDS", "bicubic" if request.other_bands == "bicubic" else None),
+        ("ensemble", "RSISR_ENSEMBLE", str(request.ensemble)),
     ]
 
 

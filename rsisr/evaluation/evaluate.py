@@ -21,6 +21,10 @@ Metrics that were not requested, or whose weights are unavailable, are null. A m
 than three bands (or with a stored scaling) is evaluated on GeoTIFFs of its bands
 (:mod:`rsisr.evaluation.multiband`); its report adds ``model.bands`` and, per method,
 ``psnr_per_band`` and ``ssim_per_band``.
+
+With ``ensemble`` N > 1 the model's output is the mean of N samples (``rsisr upscale --ensemble
+N``), and the report gains ``"ensemble": {"n", "seeds", "calibration"}``: how well the samples'
+standard deviation tracks the mean's error (:mod:`rsisr.evaluation.calibration`).
 """
 
 from __future__ import annotations
@@ -80,12 +84,17 @@ def read_hr(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb[:h, :w])).permute(2, 0, 1)[None].float()
 
 
-def model_runner(model, steps: int, seed: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_runner(model, steps: int, seed: int, device: torch.device, ensemble: int = 1) -> Callable:
     """The model as ``rsisr evaluate`` runs it: LR (B, 3, h, w) in [-1, 1] -> SR in [-1, 1]
     through the tiling engine's model call (scene-coordinate noise of ``seed``, each image one
-    tile at the origin), so each image is scored as ``rsisr upscale --seed`` writes it."""
+    tile at the origin), so each image is scored as ``rsisr upscale --seed`` writes it. With
+    ``ensemble`` N > 1: (mean, std) of N samples (:func:`rsisr.evaluation.calibration.ensemble_runner`)."""
     from rsisr.upscale import TiledUpscaler
 
+    if ensemble > 1:
+        from rsisr.evaluation.calibration import ensemble_runner
+
+        return ensemble_runner(model, steps, seed, device, ensemble)
     engine = TiledUpscaler(model, steps=steps, seed=seed, device=device, precision="auto")  # as upscale's default
     return lambda lr: engine.forward(lr, [(0, 0)] * lr.shape[0])
 
@@ -215,18 +224,19 @@ def evaluate(
     limit: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    ensemble: int = 1,
 ) -> dict:
     """Evaluate a model (``model_path``; None: the bundled default) and baselines on the HR images
     in ``data`` and its subfolders; write the report to ``out`` (JSON) and, with ``figures``,
     comparison panels of the first ``n_figures`` images and ``summary.md`` there. Returns the report.
-
-    ``progress(done, total)`` is called after each image.
+    ``progress(done, total)`` is called after each image; ``ensemble``: score the mean of that many
+    samples and the calibration of their std (``reliability.png`` with ``figures``).
     """
-    from rsisr.api import default_model_path, load_model
     from rsisr.device import resolve_device
     from rsisr.evaluation import perceptual
+    from rsisr.evaluation.calibration import Calibration, ensemble_entry
 
-    wanted, methods = _choices(metrics, baselines, steps)
+    wanted, methods = _choices(metrics, baselines, steps, ensemble)
     data = Path(data)
     out = Path(out) if out is not None else None
     figures_dir = Path(figures) if figures is not None else None
@@ -235,19 +245,19 @@ def evaluate(
     files = _hr_files(data, limit)
     dev = resolve_device(device)
     weights_dir = perceptual.metric_weights_dir(metric_weights) if {"lpips", "fid"} & set(wanted) else None
-    if model_path is None:
-        model_path = default_model_path()
-    model = load_model(model_path, dev).eval()  # no default model shipped: a one-line CheckpointError
-    model_path = Path(model_path)
+    model, model_path = _load(model_path, dev)
     scorers, reader = _scorers(model.config, wanted, weights_dir, dev, figures_dir is not None)
-    model_sr = model_runner(model, steps, seed, dev)
+    model_sr = model_runner(model, steps, seed, dev, ensemble)
     runners = {"model": lambda lr: timed(lambda: model_sr(lr), dev),
                "bicubic": lambda lr: timed(lambda: bicubic_up(lr, SCALE), dev)}
-    log.info("evaluating %s (%s, %d step(s)) and %s on %d images from %s on %s", model_path, model.config.preset,
-             steps, ", ".join(methods[1:]) or "no baseline", len(files), data, dev)
+    log.info("evaluating %s (%s, %d step(s), %d sample(s)) and %s on %d images from %s on %s", model_path,
+             model.config.preset, steps, ensemble, ", ".join(methods[1:]) or "no baseline", len(files), data, dev)
+    calibration = Calibration(seed) if ensemble > 1 else None
     results, hr_features, panels = _score(files, data, {m: runners[m] for m in methods}, scorers, dev,
-                                          n_figures if figures_dir is not None else 0, progress, reader)
+                                          n_figures if figures_dir is not None else 0, progress, reader, calibration)
     report = _report(dev, model_path, model.config, data, len(files), results, hr_features)
+    if calibration is not None:
+        report["ensemble"] = ensemble_entry(ensemble, seed, calibration)
     for m in methods:
         log.info("%s: %s, %.4f s/image", m, report["metrics"][m], report["runtime_s_per_image"][m])
     if out is not None:
@@ -272,8 +282,22 @@ def _scorers(cfg, wanted: tuple[str, ...], weights_dir, dev: torch.device, figur
     return scorers, reader
 
 
-def _choices(metrics, baselines, steps: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(metrics, methods) from the ``metrics`` and ``baselines`` lists; InputError on bad ones."""
+def _load(model_path, dev: torch.device):
+    """(model, its path): the model file (None: the bundled default) loaded on ``dev``."""
+    from rsisr.api import default_model_path, load_model
+
+    if model_path is None:
+        model_path = default_model_path()
+    model = load_model(model_path, dev).eval()  # no default model shipped: a one-line CheckpointError
+    return model, Path(model_path)
+
+
+def _choices(metrics, baselines, steps: int, ensemble: int = 1) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(metrics, methods) from the ``metrics`` and ``baselines`` lists; InputError on bad ones
+    (and on bad ``steps``; a ConfigError on a bad ``ensemble``)."""
+    from rsisr.upscale.ensemble import check_ensemble
+
+    check_ensemble(ensemble)
     wanted = parse_choice_list(metrics, METRICS, "metric")
     if not wanted:
         raise InputError(f"--metrics is empty; choose from: {', '.join(METRICS)}")
@@ -295,9 +319,11 @@ def _hr_files(data: Path, limit: int | None) -> list[Path]:
 
 @torch.no_grad()
 def _score(files: list[Path], data: Path, runners: dict[str, Callable], scorers: _Scorers, dev: torch.device,
-           n_figures: int, progress: Callable[[int, int], None] | None, reader: Callable = read_hr):
+           n_figures: int, progress: Callable[[int, int], None] | None, reader: Callable = read_hr,
+           calibration=None):
     """Run and score every method on every image. Returns the per-method results, the HR images'
-    Inception features (FID) and the figure panels of the first ``n_figures`` images."""
+    Inception features (FID) and the figure panels of the first ``n_figures`` images. A method
+    that returns (mean, std) (an ensemble) is scored on its mean; its std goes to ``calibration``."""
     results = {m: _Method() for m in runners}
     hr_features: list[np.ndarray] = []
     panels: list[dict] = []
@@ -314,8 +340,11 @@ def _score(files: list[Path], data: Path, runners: dict[str, Callable], scorers:
         outputs = {}
         for m, run in runners.items():
             y, seconds = run(lr)
+            y, std = y if isinstance(y, tuple) else (y, None)
             outputs[m] = to_8bit(y)
             results[m].add(outputs[m], hr, seconds, scorers)
+            if std is not None and calibration is not None:
+                calibration.add(std.float().cpu() * 127.5, outputs[m], hr)  # [-1, 1] -> 8-bit units
         if index < n_figures:
             if "bicubic" not in outputs:
                 outputs["bicubic"] = to_8bit(bicubic_up(lr, SCALE))

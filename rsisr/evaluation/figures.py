@@ -102,6 +102,39 @@ def _fmt(value, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _panel_lines(panels: list[dict], names: dict[str, str]) -> list[str]:
+    """The lines of summary.md about the comparison panels: per-image metrics and the images."""
+    keys = [k for k in ("bicubic", "model") if any(k in p.get("metrics", {}) for p in panels)]
+    lines = ["", "## Figures", "", "Per image (LR bicubic | model | HR, the red box zoomed below):", ""]
+    head = [f"{names[k]} {label}" for k in keys for label in ("PSNR", "SSIM", "LPIPS")]
+    lines += ["| image | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for panel in panels:
+        m = panel.get("metrics", {})
+        cells = [_fmt(m.get(k, {}).get(name), digits) for k in keys
+                 for name, digits in (("psnr", 2), ("ssim", 4), ("lpips", 4))]
+        lines.append(f"| [{panel['name']}]({panel['name']}.png) | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines + [f"![{panel['name']}]({panel['name']}.png)" for panel in panels]
+
+
+def _ensemble_section(folder: Path, ensemble: dict, label: str) -> list[str]:
+    """Write ``reliability.png`` and return the lines of summary.md about the ensemble's calibration."""
+    from rsisr.evaluation.calibration import Calibration
+
+    cal = ensemble["calibration"]
+    Calibration.plot(folder / "reliability.png", cal, label)
+    rho = cal["spearman"]
+    lines = ["", "## Ensemble", "",
+             f"The model's output is the mean of {ensemble['n']} samples (seeds "
+             f"{', '.join(map(str, ensemble['seeds']))}). Calibration of the samples' per-pixel standard deviation "
+             f"against the absolute error of the mean ({cal['n_values']:,} pixel values): Spearman correlation "
+             f"{_fmt(rho, 3)}.", "",
+             "| std bin (8-bit levels) | mean std | RMSE | values |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['std_min']:.2f} - {r['std_max']:.2f} | {r['std_mean']:.2f} | {r['rmse']:.2f} | {r['count']:,} |"
+              for r in cal["reliability"]]
+    return lines + ["", "![reliability](reliability.png)"]
+
+
 def write_figures(
     folder: str | Path, report: dict, panels: list[dict], *, steps: int, seed: int, device_name: str,
 ) -> list[Path]:
@@ -109,7 +142,9 @@ def write_figures(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = report["model"]
-    label = f"LCMSR ({model['preset']}, {steps} step{'s' if steps > 1 else ''})"
+    ensemble = report.get("ensemble")
+    mean_of = f", mean of {ensemble['n']}" if ensemble else ""
+    label = f"LCMSR ({model['preset']}, {steps} step{'s' if steps > 1 else ''}{mean_of})"
     written = []
     for panel in panels:
         written.append(comparison_panel(folder / f"{panel['name']}.png", panel, label))
@@ -145,18 +180,11 @@ def write_figures(
         "pytorch-fid Inception (pool3) between the set of outputs and the set of HR images. "
         "n/a: not requested, or the metric weights were not available.",
     ]
+    if ensemble:
+        lines += _ensemble_section(folder, ensemble, label)
+        written.append(folder / "reliability.png")
     if panels:
-        keys = [k for k in ("bicubic", "model") if any(k in p.get("metrics", {}) for p in panels)]
-        lines += ["", "## Figures", "", "Per image (LR bicubic | model | HR, the red box zoomed below):", ""]
-        head = [f"{names[k]} {label}" for k in keys for label in ("PSNR", "SSIM", "LPIPS")]
-        lines += ["| image | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
-        for panel in panels:
-            m = panel.get("metrics", {})
-            cells = [_fmt(m.get(k, {}).get(name), digits) for k in keys
-                     for name, digits in (("psnr", 2), ("ssim", 4), ("lpips", 4))]
-            lines.append(f"| [{panel['name']}]({panel['name']}.png) | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [f"![{panel['name']}]({panel['name']}.png)" for panel in panels]
+        lines += _panel_lines(panels, names)
     summary = folder / "summary.md"
     write_text(summary, "\n".join(lines) + "\n", "summary")
     written.append(summary)

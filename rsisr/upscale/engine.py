@@ -9,7 +9,8 @@ straddles a panel edge are run once for each panel (identically, since the noise
 scene coordinates). Memory thus depends on the tile, block and panel sizes and the batch, never
 on the scene's size. Overlaps are blended by normalised feathered overlap-add
 (:mod:`rsisr.tiling`); the noise of each tile is cut from the scene's field
-(:func:`rsisr.noise.tile_noises`).
+(:func:`rsisr.noise.tile_noises`). An ensemble (:class:`rsisr.upscale.ensemble.EnsembleUpscaler`)
+runs every tile several times and blends moments instead, through this engine's hooks.
 
 Invalid input pixels (a source's validity mask) are filled before inference
 (:func:`fill_invalid`), so nodata values never reach the model.
@@ -68,7 +69,8 @@ class Source(Protocol):
 class Sink(Protocol):
     """What the engine writes to: ``block_shape`` (HR rows, cols) and ``write(row, col, data)``
     taking a (C, h, w) float32 tensor in [0, 1] (on the engine's device) at HR offsets inside the
-    output window; every call covers whole blocks."""
+    output window; every call covers whole blocks. An ensemble also passes ``std``, the samples'
+    (C, h, w) standard deviation in the same units: ``write(row, col, mean, std)``."""
 
     block_shape: tuple[int, int]
 
@@ -112,7 +114,18 @@ def fill_invalid(values: torch.Tensor, valid: torch.Tensor, grow: int = FILL_GRO
 
 class TiledUpscaler:
     """The tiling engine: run an :class:`SRModel` over a :class:`Source` in tiles and stream
-    blended output to a :class:`Sink`."""
+    blended output to a :class:`Sink`.
+
+    Subclasses change what a tile yields and how it is blended through four hooks:
+    :meth:`_tiles_per_call`, :meth:`_run_batch`, :meth:`_blend` (into an accumulator of
+    ``acc_channels`` channels) and :meth:`_finish` (the arguments of ``sink.write`` after the
+    tile name; :class:`~rsisr.upscale.ensemble.EnsembleUpscaler` adds the spread).
+    """
+
+    @property
+    def acc_channels(self) -> int:
+        """Channels of the blending accumulator: the weighted sum of the model's output bands."""
+        return self.bands
 
     def __init__(self, model, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int | None = DEFAULT_BATCH_SIZE, steps: int = 1, seed: int = 0, device="auto",
@@ -153,6 +166,7 @@ class TiledUpscaler:
         self.noise_origin = noise_origin
         self.tiles_run = 0
         self._child: TiledUpscaler | None = None  # sub-tiling after running out of memory
+        self._limit: int | None = None  # most inputs per model call, once memory ran out
 
     # -- planning ---------------------------------------------------------------------------
     def plans(self, shape: tuple[int, int]) -> tuple[AxisPlan, AxisPlan]:
@@ -167,17 +181,20 @@ class TiledUpscaler:
                    for a, b in chunks(SCALE * w, block_shape[1], self.panel_width))
 
     # -- the model --------------------------------------------------------------------------
-    def noises(self, origins: Sequence[tuple[int, int]], h: int, w: int) -> list[torch.Tensor]:
-        """The per-step noise batches of tiles of h x w at LR scene ``origins`` (on the device)."""
+    def noises(self, origins: Sequence[tuple[int, int]], h: int, w: int,
+               seeds: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """The per-step noise batches of tiles of h x w at LR scene ``origins`` (on the device),
+        from the field of ``seeds`` (one per tile; default this engine's seed)."""
         latent_shape = getattr(self.model, "latent_shape", None)
         if latent_shape is None:
             return []
         oy, ox = self.noise_origin
-        noises = tile_noises(latent_shape, self.seed, self.steps, [(y + oy, x + ox) for y, x in origins], h, w)
+        noises = tile_noises(latent_shape, self.seed if seeds is None else seeds, self.steps,
+                             [(y + oy, x + ox) for y, x in origins], h, w)
         return [torch.from_numpy(n).to(self.device) for n in noises]
 
-    def _call(self, x: torch.Tensor, origins) -> torch.Tensor:
-        noises = self.noises(origins, x.shape[-2], x.shape[-1])
+    def _call(self, x: torch.Tensor, origins, seeds=None) -> torch.Tensor:
+        noises = self.noises(origins, x.shape[-2], x.shape[-1], seeds)
         with autocast(self.device, self.precision):
             y = self._compiled_call(x, noises) if self.compiled else self.model(x, noises, self.steps)
         return y.float().clamp(-1.0, 1.0)
@@ -195,25 +212,28 @@ class TiledUpscaler:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DeviceError(f"torch.compile failed ({first[:200]}); run without --compile") from None
 
-    def forward(self, x: torch.Tensor, origins: Sequence[tuple[int, int]]) -> torch.Tensor:
-        """(B, C, h, w) in [-1, 1] with LR scene origins -> (B, C, 4h, 4w) in [-1, 1].
+    def forward(self, x: torch.Tensor, origins: Sequence[tuple[int, int]],
+                seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """(B, C, h, w) in [-1, 1] with LR scene origins (and noise seeds, one per input;
+        default this engine's seed) -> (B, C, 4h, 4w) in [-1, 1].
 
         Out of memory: retry with half the batch, then (at batch 1) with the tile run as a grid
         of half-size tiles, and keep the smaller setting for the rest of the run.
         """
         if self._child is not None:
-            return self._subtiled(x, origins)
+            return self._subtiled(x, origins, seeds)
+        if self._limit is not None and x.shape[0] > self._limit:
+            return self._chunked(x, origins, seeds)
         try:
-            return self._call(x, origins)
+            return self._call(x, origins, seeds)
         except torch.cuda.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         b = x.shape[0]
         if b > 1:
-            self.batch_size = max(1, b // 2)
+            self.batch_size = self._limit = max(1, b // 2)
             log.warning("out of memory with a batch of %d tiles; retrying with batches of %d", b, self.batch_size)
-            return torch.cat([self.forward(x[k:k + self.batch_size], origins[k:k + self.batch_size])
-                              for k in range(0, b, self.batch_size)])
+            return self._chunked(x, origins, seeds)
         a = alignment(self.multiple)
         sub_tile = max(a, (self.tile // 2) // a * a)
         sub_overlap = min(self.overlap, max(0, (sub_tile - 1) // 2) // a * a)
@@ -227,15 +247,22 @@ class TiledUpscaler:
         self._child = TiledUpscaler(self.model, tile=sub_tile, overlap=sub_overlap, batch_size=1, steps=self.steps,
                                     seed=self.seed, device=self.device, precision=self.precision,
                                     fill_grow=0)
-        return self._subtiled(x, origins)
+        return self._subtiled(x, origins, seeds)
 
-    def _subtiled(self, x: torch.Tensor, origins) -> torch.Tensor:
+    def _chunked(self, x: torch.Tensor, origins, seeds) -> torch.Tensor:
+        """:meth:`forward` in batches of ``_limit`` inputs."""
+        n = self._limit
+        return torch.cat([self.forward(x[k:k + n], origins[k:k + n], None if seeds is None else seeds[k:k + n])
+                          for k in range(0, x.shape[0], n)])
+
+    def _subtiled(self, x: torch.Tensor, origins, seeds=None) -> torch.Tensor:
         from rsisr.upscale.memory import ArraySink, ArraySource
 
         outs = []
         for k, (y0, x0) in enumerate(origins):
             child = self._child
             child.noise_origin = (self.noise_origin[0] + y0, self.noise_origin[1] + x0)
+            child.seed = self.seed if seeds is None else seeds[k]
             source = ArraySource((x[k] + 1.0) * 0.5)
             sink = ArraySink(SCALE * x.shape[-2], SCALE * x.shape[-1], block=(16, 16), bands=x.shape[1])
             child.run(source, sink)
@@ -263,7 +290,7 @@ class TiledUpscaler:
                 wx_sum = torch.from_numpy(px.weight_sum(ox + p0, ox + p1)).float().to(self.device)
                 wx = {j: torch.from_numpy(px.weights(j)).float().to(self.device) for j in cols}
                 cap = min(bh + SCALE * self.tile, out_h)
-                acc = torch.zeros(self.bands, cap, p1 - p0, device=self.device)
+                acc = torch.zeros(self.acc_channels, cap, p1 - p0, device=self.device)
                 r0 = 0  # first output row (window coordinates) held in acc
                 for n, i in enumerate(rows):
                     wy = torch.from_numpy(py.weights(i)).float().to(self.device)
@@ -274,8 +301,8 @@ class TiledUpscaler:
                         xa, xb = max(tx, p0), min(tx + out.shape[-1], p1)
                         if ya < yb and xa < xb:
                             weight = wy[ya - ty: yb - ty, None] * wx[j][None, xa - tx: xb - tx]
-                            acc[:, ya - r0: yb - r0, xa - p0: xb - p0].addcmul_(
-                                out[:, ya - ty: yb - ty, xa - tx: xb - tx], weight)
+                            self._blend(acc[:, ya - r0: yb - r0, xa - p0: xb - p0],
+                                        out[:, ya - ty: yb - ty, xa - tx: xb - tx], weight)
                         done += 1
                         if on_tile is not None:
                             on_tile(1)
@@ -295,11 +322,31 @@ class TiledUpscaler:
             rb = min(ra + bh, r1)
             for ca, cb in chunks(acc.shape[-1], bw, WRITE_WIDTH):
                 norm = wy_sum[ra:rb, None] * wx_sum[None, ca:cb]
-                sink.write(ra, p0 + ca, (acc[:, ra - r0: rb - r0, ca:cb] / norm).clamp_(0.0, 1.0))
+                sink.write(ra, p0 + ca, *self._finish(acc[:, ra - r0: rb - r0, ca:cb], norm))
+
+    # -- the hooks --------------------------------------------------------------------------
+    def _tiles_per_call(self) -> int:
+        """Tiles per model call."""
+        return self.batch_size
+
+    def _run_batch(self, lr: torch.Tensor, origins) -> torch.Tensor:
+        """(B, 3, h, w) LR tiles in [-1, 1] -> what each tile adds to the accumulator: here its
+        (B, 3, 4h, 4w) output in [0, 1]."""
+        return self.forward(lr, origins).add_(1.0).mul_(0.5)
+
+    @staticmethod
+    def _blend(region: torch.Tensor, out: torch.Tensor, weight: torch.Tensor) -> None:
+        """Add a tile's ``out`` with the feathering ``weight`` (h, w) into the accumulator's ``region``."""
+        region.addcmul_(out, weight)
+
+    @staticmethod
+    def _finish(acc: torch.Tensor, norm: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The accumulated block -> the arguments of ``sink.write`` after (row, col)."""
+        return ((acc / norm).clamp_(0.0, 1.0),)
 
     def _tile_row(self, source, py: AxisPlan, px: AxisPlan, i: int, cols: range):
         """Read tile row ``i`` over tile columns ``cols`` (one read, with the fill halo) and yield
-        (j, (C, 4h, 4w) output in [0, 1]) for every tile, run in batches of equal shapes."""
+        (j, what the tile adds: :meth:`_run_batch`) for every tile, run in batches of equal shapes."""
         if len(cols) == 0:
             return
         H, W = source.shape
@@ -318,9 +365,9 @@ class TiledUpscaler:
         for tw, js in groups.items():
             k = 0
             while k < len(js):
-                batch = js[k:k + self.batch_size]
+                batch = js[k:k + self._tiles_per_call()]
                 lr = torch.stack([x[:, y - ra: y - ra + th, px.start(j) - ca: px.start(j) - ca + tw] for j in batch])
-                out = self.forward(lr, [(y, px.start(j)) for j in batch]).add_(1.0).mul_(0.5)
+                out = self._run_batch(lr, [(y, px.start(j)) for j in batch])
                 for b, j in enumerate(batch):
                     yield j, out[b]
                 k += len(batch)

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from rsisr.config import SCALE
-from rsisr.upscale.engine import TiledUpscaler
 
 
 class ArraySource:
@@ -27,27 +26,39 @@ class ArraySource:
 
 
 class ArraySink:
-    """Collects the output in memory: ``out`` is (C, 4 h, 4 w) float32 (C = ``bands``)."""
+    """Collects the output in memory: ``out`` is (C, 4 h, 4 w) float32 (C = ``bands``); an
+    ensemble's standard deviation goes to ``std`` (same shape; None until the engine sends one)."""
 
     def __init__(self, height: int, width: int, block: tuple[int, int] = (64, 64), bands: int = 3):
         self.out = np.zeros((bands, height, width), np.float32)
+        self.std: np.ndarray | None = None
         self.block_shape = block
         self.written = np.zeros((height, width), np.int32)
 
-    def write(self, row: int, col: int, data: torch.Tensor) -> None:
+    def write(self, row: int, col: int, data: torch.Tensor, std: torch.Tensor | None = None) -> None:
         h, w = data.shape[-2:]
         self.out[:, row:row + h, col:col + w] = data.cpu().numpy()
         self.written[row:row + h, col:col + w] += 1
+        if std is not None:
+            if self.std is None:
+                self.std = np.zeros_like(self.out)
+            self.std[:, row:row + h, col:col + w] = std.cpu().numpy()
 
 
-def upscale_array(image, model, valid=None, window=None, **options) -> np.ndarray:
+def upscale_array(image, model, valid=None, window=None, *, ensemble: int = 1, uncertainty: bool = False,
+                  **options):
     """Upscale an in-memory (C, H, W) float image in [0, 1] by 4x with the tiling engine
     (same tiling, noise and blending as :func:`upscale_file`; C: the model's bands); returns
-    (C, 4h, 4w) float32 of
-    ``window`` = (row_off, col_off, height, width), default the whole image."""
-    engine = TiledUpscaler(model, **options)
+    (C, 4h, 4w) float32 of ``window`` = (row_off, col_off, height, width), default the whole
+    image. ``ensemble``: the mean of that many samples; with ``uncertainty``, (mean, std) (std:
+    zeros for one sample)."""
+    from rsisr.upscale.ensemble import make_engine
+
+    engine = make_engine(model, ensemble=ensemble, **options)
     source = ArraySource(image, valid)
     window = window or (0, 0, *source.shape)
     sink = ArraySink(SCALE * window[2], SCALE * window[3], bands=engine.bands)
     engine.run(source, sink, window)
+    if uncertainty:
+        return sink.out, sink.std if sink.std is not None else np.zeros_like(sink.out)
     return sink.out

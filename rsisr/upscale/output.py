@@ -6,12 +6,15 @@ write, the close and the finished file (rasterio does not raise when GDAL fails 
 close), converts it to a COG when asked, and renames it onto the target: after any error or
 interrupt there is neither a partial output nor a temporary file. What libtiff prints to stderr
 is held back and shown only when the write succeeds; a failure is one :class:`OutputError`.
+:func:`write_geotiffs` writes several files in one pass (an output and its uncertainty raster):
+all of them or none.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,21 +27,21 @@ from rsisr.errors import OutputError
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def check_output(dst, src_name: str, overwrite: bool) -> Path:
+def check_output(dst, src_name: str, overwrite: bool, what: str = "output") -> Path:
     dst = Path(dst)
     if dst.is_dir():
-        raise OutputError(f"output {str(dst)!r} is a directory; give a file name such as {dst / 'out.tif'}")
+        raise OutputError(f"{what} {str(dst)!r} is a directory; give a file name such as {dst / 'out.tif'}")
     if dst.suffix.lower() not in GEOTIFF_SUFFIXES:
-        raise OutputError(f"output {str(dst)!r} does not end in .tif or .tiff, but rsisr writes GeoTIFF (with --cog a "
+        raise OutputError(f"{what} {str(dst)!r} does not end in .tif or .tiff, but rsisr writes GeoTIFF (with --cog a "
                           f"Cloud Optimized GeoTIFF); name it e.g. {dst.with_suffix('.tif').name}, and convert it "
                           "afterwards with gdal_translate if you need another format")
     same = dst.resolve() == Path(src_name).resolve()
     if not same and dst.exists() and Path(src_name).exists():
         same = os.path.samefile(dst, src_name)
     if same:
-        raise OutputError(f"output {str(dst)!r} is the input; give another output file")
+        raise OutputError(f"{what} {str(dst)!r} is the input; give another file")
     if dst.exists() and not overwrite:
-        raise OutputError(f"output {str(dst)!r} exists; pass --overwrite to replace it")
+        raise OutputError(f"{what} {str(dst)!r} exists; pass --overwrite to replace it")
     parent = dst.resolve().parent
     if not parent.is_dir():
         raise OutputError(f"output directory {str(parent)!r} does not exist; create it first")
@@ -155,52 +158,95 @@ def write_into(dataset, fill: Callable) -> None:
         _end_capture(capture, committed)
 
 
+@dataclass(frozen=True)
+class Target:
+    """One GeoTIFF of :func:`write_geotiffs`: its path, rasterio profile, COG options (None: a
+    plain GeoTIFF) and what messages call it."""
+
+    path: Path
+    profile: dict
+    cog_options: dict | None = None
+    what: str = "output"
+
+
 def write_geotiff(dst: Path, profile: dict, cog_options: dict | None, overwrite: bool, fill: Callable) -> None:
     """Create the GeoTIFF ``profile`` at a temporary path beside ``dst``, run ``fill(out,
     writer)`` on it, check it, convert it to a COG with ``cog_options`` (None: plain GTiff) and
     rename it onto ``dst``. Nothing is left behind on any error."""
+    write_geotiffs([Target(dst, profile, cog_options)], overwrite, lambda opened: fill(*opened[0]))
+
+
+def _create(tmp: Path, profile: dict, capture: StderrCapture):
     import rasterio
-    import rasterio.shutil
     from rasterio._err import CPLE_BaseError
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-    capture = StderrCapture()  # what libtiff prints to stderr while rsisr writes
-    shape = (profile["width"], profile["height"], profile["count"])
-    temps: list[Path] = []
-    committed = False
-    try:
-        remove_stale(dst.parent)  # left by rsisr processes that were killed while writing here
-        tmp = temp_path(dst)
-        temps.append(tmp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            try:
-                with capture():
-                    out = rasterio.open(tmp, "w", **profile)
-            except (RasterioError, CPLE_BaseError) as exc:
-                raise OutputError(f"cannot write {tmp.parent}: {exc}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            fill(out, CheckedWriter(out, capture, dst))
-        finally:
             with capture():
-                out.close()  # GDAL flushes its cache here; rasterio raises nothing if that fails
-        _verify_written(tmp, dst, shape, capture)
-        final = tmp
-        if cog_options is not None:
-            final = temp_path(dst)
-            temps.append(final)
-            try:
+                return rasterio.open(tmp, "w", **profile)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise OutputError(f"cannot write {tmp.parent}: {exc}") from None
+
+
+def _finish(tmp: Path, target: Target, capture: StderrCapture, temps: list[Path]) -> Path:
+    """Check the closed ``tmp`` and convert it to a COG where asked; returns the file to commit."""
+    import rasterio.shutil
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    shape = (target.profile["width"], target.profile["height"], target.profile["count"])
+    _verify_written(tmp, target.path, shape, capture, target.what)
+    if target.cog_options is None:
+        return tmp
+    final = temp_path(target.path)
+    temps.append(final)
+    what = "the Cloud Optimized GeoTIFF" if target.what == "output" else f"the {target.what} (Cloud Optimized GeoTIFF)"
+    try:
+        with capture():
+            rasterio.shutil.copy(tmp, final, driver="COG", **target.cog_options)
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise _write_failure(target.path, capture, exc, what, temps) from None
+    remove(tmp)
+    _verify_written(final, target.path, shape, capture, what)
+    return final
+
+
+def write_geotiffs(targets: Sequence[Target], overwrite: bool, fill: Callable) -> None:
+    """Write several GeoTIFFs in one pass, all or none: create each at a temporary path beside
+    its target, run ``fill([(out, writer), ...])`` (in ``targets``' order), check every file,
+    convert those with COG options, then rename them onto their targets in ``targets``' order
+    (put the main output last: where it exists, the others do). Nothing is left behind on any
+    error: temporaries are removed, and so are targets already renamed when a later rename fails."""
+    capture = StderrCapture()  # what libtiff prints to stderr while rsisr writes
+    temps: list[Path] = []
+    committed: list[Path] = []
+    done = False
+    try:
+        for folder in {t.path.parent for t in targets}:
+            remove_stale(folder)  # left by rsisr processes that were killed while writing here
+        opened = []
+        try:
+            for t in targets:
+                temps.append(temp_path(t.path))
+                opened.append(_create(temps[-1], t.profile, capture))
+            fill([(out, CheckedWriter(out, capture, t.path)) for out, t in zip(opened, targets)])
+        finally:
+            for out in opened:
                 with capture():
-                    rasterio.shutil.copy(tmp, final, driver="COG", **cog_options)
-            except (RasterioError, CPLE_BaseError) as exc:
-                raise _write_failure(dst, capture, exc, "the Cloud Optimized GeoTIFF", temps) from None
-            remove(tmp)
-            _verify_written(final, dst, shape, capture, "the Cloud Optimized GeoTIFF")
-        if dst.exists() and not overwrite:
-            raise OutputError(f"output {str(dst)!r} appeared while rsisr was writing; pass --overwrite")
-        commit(final, dst, "output")
-        committed = True
+                    out.close()  # GDAL flushes its cache here; rasterio raises nothing if that fails
+        finals = [_finish(tmp, t, capture, temps) for tmp, t in zip(list(temps), targets)]
+        for t in targets:
+            if t.path.exists() and not overwrite:
+                raise OutputError(f"{t.what} {str(t.path)!r} appeared while rsisr was writing; pass --overwrite")
+        for final, t in zip(finals, targets):
+            committed.append(commit(final, t.path, t.what))
+        done = True
     finally:
         for t in temps:
             remove(t)
-        _end_capture(capture, committed)
+        if not done:
+            for path in committed:
+                path.unlink(missing_ok=True)
+        _end_capture(capture, done)
