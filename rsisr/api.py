@@ -19,7 +19,7 @@ from rsisr.models.unet import UNet
 #: The bundled default model (README, "Default model": the model card and its recipe).
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
 #: sha256 of the bundled default model file, as released.
-DEFAULT_MODEL_SHA256 = "d3c978d8ba5fe7dac1caf92070ca49bd243dcd01f065d26d9ca6b060b0332a94"
+DEFAULT_MODEL_SHA256 = "c34e89ead0e9ee9572661a6e12ffd557073dd42314f2374e2e33f87321097e1b"
 
 
 def _config(preset: str | ModelConfig) -> ModelConfig:

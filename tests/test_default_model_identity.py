@@ -3,9 +3,10 @@
 ``tests/data/default_model_outputs.json`` holds the sha256 of the default model's outputs on
 small crops of real rasters (uint8 RGB, 4-band uint8 with nodata and bands dropped, uint16 with
 ``--scale auto``, one band replicated) through ``rsisr upscale`` and ``model.upscale``, at fp32
-and one torch thread. They were written by the code before multispectral models (issue 14)
-existed, with ``python tests/test_default_model_identity.py --write``; any change that moves one
-bit of those outputs fails here. (The hashes are of this project's CPU build of torch; a
+and one torch thread. They were first written by the code before multispectral models (issue 14)
+existed (which left them unchanged), and rewritten with the default model of issue 19, with
+``python tests/test_default_model_identity.py --write``; any change that moves one bit of those
+outputs fails here (a new default model rewrites them). (The hashes are of this project's CPU build of torch; a
 different CPU or torch build may round differently: regenerate them from the older commit there.)
 """
 
