@@ -99,3 +99,33 @@ def test_an_autoencoder_given_as_lcm_is_refused(ae_run, image_dir, tmp_path):
     assert result.exit_code == 1
     assert "autoencoder" in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_lcm_unet_trains_the_whole_one_step_model_end_to_end(lcm_run, image_dir, tmp_path):
+    """``ae.lcm_unet``: CondNet, UNet and decoder all learn; the run resumes with them."""
+    import rsisr
+
+    out = tmp_path / "e2e"
+    result = _decoder_run(image_dir, lcm_run, out, 2, "--set", "ae.lcm_unet=true")
+    assert result.exit_code == 0, result.output
+    before = rsisr.load_model(lcm_run / "model.safetensors").state_dict()
+    after = rsisr.load_model(out / "model.safetensors").state_dict()
+    for part in ("condnet.", "consistency.unet.", "decoder."):
+        changed = [k for k in before if k.startswith(part) and not torch.equal(before[k], after[k])]
+        assert len(changed) > 5, part
+    assert torch.equal(before["scale_factor"], after["scale_factor"])
+    result = _decoder_run(image_dir, lcm_run, out, 3, "--resume")
+    assert result.exit_code == 0, result.output
+    resumed = rsisr.load_model(out / "model.safetensors").state_dict()
+    # the resumed run keeps training the UNet (ae.lcm_unet comes back from the run's config)
+    assert any(not torch.equal(after[k], resumed[k]) for k in after if k.startswith("consistency.unet."))
+    assert [int(r["step"]) for r in metrics_rows(out)] == [1, 2, 3]
+
+def test_lcm_unet_without_lcm_is_refused(image_dir, tmp_path):
+    out = tmp_path / "no-lcm"
+    result = rsisr_cli(["train", "ae", "--data", image_dir, "--out", out, "--max-steps", "1", *TRAIN_FAST,
+                        "--set", "ae.lcm_unet=true"])
+    assert result.exit_code == 1
+    assert "ae.lcm_unet" in result.output and "--lcm" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()

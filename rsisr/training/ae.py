@@ -15,6 +15,8 @@ encoder, so the latent space, and any stage-2 model trained on it, stay valid.
 predicts in one step from the LR input (its CondNet and UNet frozen), instead of the encoder's
 latents of the HR image: the decoder learns to decode what inference feeds it, errors included.
 The KL term does not apply; the run exports that stage-2 model with the new decoder.
+``ae.lcm_unet`` also trains its CondNet and UNet, end to end through the decoder: the whole
+one-step model learns from the pixel losses.
 
 Departure from the reference: its KL term is on from the first step (its ``disc_start`` only
 gates the GAN); the paper says "only L1" for the first part, which we follow.
@@ -56,7 +58,7 @@ class AETrainer(Trainer):
         if init is not None:
             self.ae.load_state_dict(init.state_dict())
         self.ae.to(device)
-        self.lcm = _frozen_lcm(lcm, self.ae, device)
+        self.lcm = _frozen_lcm(lcm, self.ae, device, s.lcm_unet)
         if not s.train_encoder or self.lcm is not None:
             # Only the decoder learns: the latent space stays the one ``init`` was trained to.
             self.ae.encoder.requires_grad_(False)
@@ -67,9 +69,13 @@ class AETrainer(Trainer):
                 if m is not None:
                     m.to(memory_format=torch.channels_last)
         params = [p for p in self.ae.parameters() if p.requires_grad]
+        if self.lcm is not None and s.lcm_unet:
+            params += [p for p in self.lcm.parameters() if p.requires_grad and all(p is not q for q in params)]
         self.opt = torch.optim.Adam(params, lr=s.lr, betas=tuple(s.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.disc_lr or s.lr, betas=tuple(s.betas))
         self.models = {"ae": self.ae, "disc": self.disc}
+        if self.lcm is not None and s.lcm_unet:
+            self.models["lcm"] = self.lcm
         self.optimizers = {"ae": self.opt, "disc": self.opt_d}
         self.perceptual = _perceptual(s.perceptual_weight, s.perceptual_layers, metric_weights, device)
         rgb = perceptual_bands(cfg)
@@ -90,7 +96,9 @@ class AETrainer(Trainer):
         else:
             log.info("stage 1: L1 only for steps < %d, then L1 + KL (ae.adv_weight=0: no adversarial term)",
                      self.disc_start)
-        if self.lcm is not None:
+        if self.lcm is not None and s.lcm_unet:
+            log.info("end-to-end fine-tuning of the stage-2 model's CondNet, UNet and decoder (ae.lcm=%s)", s.lcm)
+        elif self.lcm is not None:
             log.info("decoder fine-tuning on the stage-2 model's single-step latents (ae.lcm=%s)", s.lcm)
         elif not s.train_encoder:
             log.info("stage 1: encoder frozen (ae.train_encoder=false), only the decoder learns")
@@ -141,7 +149,7 @@ class AETrainer(Trainer):
             return sr, posterior.kl().mean()
         noise = torch.randn(self.lcm.latent_shape(*lr.shape[-2:], lr.shape[0]), generator=self.generator,
                             device=self.device)
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.cfg.ae.lcm_unet):
             lr_pad, z = self.lcm.predict_latent(lr, [noise], 1)
         sr = self.dec_fwd(lr_pad, z)
         return sr[..., : hr.shape[-2], : hr.shape[-1]], torch.zeros((), device=self.device)
@@ -165,13 +173,14 @@ class AETrainer(Trainer):
         return save_model(self.ae if self.lcm is None else self.lcm, path)
 
 
-def _frozen_lcm(lcm: torch.nn.Module | None, ae: torch.nn.Module, device: torch.device):
-    """The stage-2 model of ``ae.lcm`` on ``device``, its CondNet and UNet frozen in eval mode and
-    its decoder replaced by ``ae``'s, which starts from the stage-2 model's decoder; or None."""
+def _frozen_lcm(lcm: torch.nn.Module | None, ae: torch.nn.Module, device: torch.device, train: bool = False):
+    """The stage-2 model of ``ae.lcm`` on ``device`` in eval mode, its CondNet and UNet frozen
+    (trainable with ``train``) and its decoder replaced by ``ae``'s, which starts from the stage-2
+    model's decoder; or None."""
     if lcm is None:
         return None
     ae.decoder.load_state_dict(lcm.decoder.state_dict())
-    lcm = lcm.to(device).eval().requires_grad_(False)
+    lcm = lcm.to(device).eval().requires_grad_(train)
     lcm.decoder = ae.decoder
     return lcm
 

@@ -143,6 +143,10 @@ class AEStageConfig:
     #: run) on the latents it predicts in one step from the LR input; its CondNet and UNet stay
     #: frozen and the run exports it with the new decoder. ``rsisr train ae --lcm``.
     lcm: str = ""
+    #: With ``ae.lcm``: also fine-tune that model's CondNet and UNet, end to end through the
+    #: decoder on the same losses (the one-step output against the HR crop), instead of keeping
+    #: them frozen. Outputs with ``--steps`` > 1 are then no longer what stage 2 trained.
+    lcm_unet: bool = False
 
     def __post_init__(self) -> None:
         _check_length("ae", self.batch_size, self.lr, self.max_steps, self.epochs)
@@ -163,6 +167,9 @@ class AEStageConfig:
         if self.lcm and self.init:
             raise ConfigError("ae.lcm fine-tunes the decoder of a stage-2 model, ae.init starts from an autoencoder: "
                               "give one of --lcm and --init")
+        if self.lcm_unet and not self.lcm:
+            raise ConfigError("ae.lcm_unet fine-tunes the UNet of a stage-2 model: give that model with --lcm PATH "
+                              "(or ae.lcm), or set ae.lcm_unet=false")
         if not self.train_encoder and not self.init and not self.lcm:
             raise ConfigError(
                 "ae.train_encoder=false freezes a trained encoder: give the autoencoder to start from "
