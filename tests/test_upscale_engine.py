@@ -193,3 +193,23 @@ def test_inverse_on_the_device_matches_numpy(dtype, scale):
     got, ref = s.inverse_torch(torch.from_numpy(x), dtype), s.inverse(x, dtype)
     assert got.dtype == np.dtype(dtype)
     assert np.array_equal(got, ref)
+
+
+def test_a_prepared_model_is_left_untouched_by_later_engines(monkeypatch):
+    """Engines built while another thread runs the same model (a dask array's chunks) must not
+    re-set its weights: doing so changed a running bf16 model's output by up to 4 levels."""
+    import rsisr
+
+    torch.manual_seed(0)
+    model = rsisr.build_model("tiny")  # in training mode, contiguous weights
+    first = TiledUpscaler(model, tile=64, overlap=16, device="cpu", precision="bf16")
+    assert first.model is model and not model.training
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+    calls = []
+    original = torch.nn.Module._apply
+    monkeypatch.setattr(torch.nn.Module, "_apply", lambda self, *a, **k: calls.append(self) or original(self, *a, **k))
+    monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: calls.append(self))
+    pointers = [p.data_ptr() for p in model.parameters()]
+    for precision in ("bf16", "fp32"):
+        assert TiledUpscaler(model, tile=64, overlap=16, device="cpu", precision=precision).model is model
+    assert calls == [] and [p.data_ptr() for p in model.parameters()] == pointers

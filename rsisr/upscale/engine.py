@@ -77,6 +77,29 @@ class Sink(Protocol):
     def write(self, row: int, col: int, data: torch.Tensor) -> None: ...
 
 
+def prepare_model(model, device: torch.device, precision: str):
+    """``model`` on ``device`` in eval mode, with channels_last weights for bf16 on a CPU
+    (oneDNN's bf16 convolutions run 2x faster; the layout of the weights decides,
+    benchmarks/speed.py; the values do not change). A model already so is left untouched:
+    engines built in other threads (a dask array's chunks) share it while it runs, and
+    re-setting the weights of a running model changed its bf16 output by up to 4 levels."""
+    if isinstance(model, torch.nn.Module):
+        tensors = [*model.parameters(), *model.buffers()]
+        if any(t.device.type != device.type or device.index not in (None, t.device.index) for t in tensors):
+            model = model.to(device)
+        if precision == "bf16" and device.type == "cpu" and not all(
+                t.is_contiguous(memory_format=torch.channels_last) for t in tensors if t.dim() == 4):
+            model = model.to(memory_format=torch.channels_last)
+        if any(m.training for m in model.modules()):
+            model.eval()
+        return model
+    if hasattr(model, "to"):
+        model = model.to(device)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
 def model_multiple(model) -> int:
     """The LR multiple the model needs (``config.lr_multiple`` or ``lr_multiple``; default 1)."""
     cfg = getattr(model, "config", None)
@@ -145,15 +168,7 @@ class TiledUpscaler:
         if (self.tile, self.overlap) != (tile, overlap):
             log.info("tile %d and overlap %d aligned to the model's multiple of %d: tile %d, overlap %d",
                      tile, overlap, alignment(self.multiple), self.tile, self.overlap)
-        if hasattr(model, "to"):
-            model = model.to(self.device)
-            if self.precision == "bf16" and self.device.type == "cpu" and isinstance(model, torch.nn.Module):
-                # channels_last weights make oneDNN's bf16 convolutions 2x faster here (the layout
-                # of the weights decides; benchmarks/speed.py); the values do not change
-                model = model.to(memory_format=torch.channels_last)
-        if hasattr(model, "eval"):
-            model.eval()
-        self.model = model
+        self.model = prepare_model(model, self.device, self.precision)
         # --compile: torch.compile's graphs for the model call (warm-up on the first tiles;
         # benchmarks/speed.py measured it not to pay back on a 1024 x 1024 scene on the CPU)
         self.compiled = bool(compile) and isinstance(model, torch.nn.Module)
