@@ -1,0 +1,128 @@
+"""What a Dask worker runs: :func:`run_part` computes one part into its part file, and
+:func:`probe` tells the client what device and precision the workers resolve.
+
+A worker keeps its model between parts: a model file is loaded once per process
+(:func:`rsisr.batch.run._cached_model`, shared with ``rsisr batch``; with several GPUs, worker N
+of a LocalCluster takes GPU N), and a model object arrives once per worker from the client's
+scatter. A part reads its window plus the tiles around it that its blending needs (the engine
+does that, :class:`~rsisr.upscale.engine.TiledUpscaler`), and its memory is the engine's: tiles,
+one panel's accumulator and one block row, whatever the part's or the scene's size.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from rsisr.config import SCALE
+from rsisr.distributed.job import PART_TAG, PartJob
+from rsisr.distributed.parts import Part
+
+
+@dataclass(frozen=True)
+class PartStats:
+    """One computed part: model runs, seconds in all and in the model's forward passes (the
+    rest is reading, filling, blending, converting and writing the part), and where it ran."""
+
+    index: int
+    tiles: int
+    seconds: float
+    model_seconds: float
+    worker: str
+
+
+def probe(device: str, precision: str) -> tuple[str, str]:
+    """(device type, precision) as a worker resolves ``device`` and ``precision`` (``auto``)."""
+    from rsisr.batch.run import _worker_device
+    from rsisr.device import resolve_device, resolve_precision
+
+    dev = resolve_device(_worker_device(device))
+    return dev.type, resolve_precision(precision, dev)
+
+
+def _timed_upscaler():
+    """:class:`TiledUpscaler` that adds up the seconds of its model calls (``model_seconds``)."""
+    import torch
+
+    from rsisr.upscale.engine import TiledUpscaler
+
+    class TimedUpscaler(TiledUpscaler):
+        model_seconds = 0.0
+
+        def _call(self, x, origins):
+            t0 = time.perf_counter()
+            y = super()._call(x, origins)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.model_seconds += time.perf_counter() - t0
+            return y
+
+    return TimedUpscaler
+
+
+def _model(job: PartJob, model):
+    """(model, device) on this worker."""
+    from rsisr.batch.run import _cached_model, _worker_device
+    from rsisr.device import resolve_device
+
+    if model is not None:
+        return model, resolve_device(_worker_device(job.device))
+    return _cached_model(job.model, job.device)
+
+
+def part_profile(job: PartJob, part: Part) -> dict:
+    """The part file: the output's grid, dtype, bands and nodata over the part's window, tiled
+    and losslessly compressed whatever the output's creation options (JPEG, say) will be."""
+    from affine import Affine
+
+    from rsisr.gdal_env import gtiff_defaults
+    from rsisr.geo import compose
+
+    p = job.plan.profile
+    r, c = job.plan.lr_window[:2]
+    shift = Affine.translation(SCALE * (part.col_off - c), SCALE * (part.row_off - r))
+    return dict(driver="GTiff", width=SCALE * part.width, height=SCALE * part.height, count=p["count"],
+                dtype=p["dtype"], crs=p["crs"], transform=compose(p["transform"], shift), nodata=p["nodata"],
+                **{**gtiff_defaults(p["dtype"]), "ZLEVEL": "1"})
+
+
+def run_part(job: PartJob, index: int, model=None) -> PartStats:
+    """Compute part ``index`` of ``job`` into its part file (atomic). ``model``: the client's
+    model object, or None to use ``job.model`` (a file, or the default)."""
+    import torch
+    from rasterio.windows import Window
+
+    from rsisr.batch.run import _quiet
+    from rsisr.gdal_env import gdal_env
+    from rsisr.rasterio_io import open_raster, undecodable_gdal_messages
+    from rsisr.upscale.output import write_geotiff
+    from rsisr.upscale.sink import RasterSink
+    from rsisr.upscale.source import RasterSource
+
+    t0 = time.perf_counter()
+    part, plan = job.parts[index], job.plan
+    with _quiet(job.quiet), undecodable_gdal_messages(), gdal_env():
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        net, device = _model(job, model)
+        engine = _timed_upscaler()(net, tile=job.tile, overlap=job.overlap, batch_size=job.batch_size,
+                                   steps=job.steps, seed=job.seed, device=device, precision=job.precision)
+        src = open_raster(job.src, check=False)
+        try:
+            source = RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha)
+
+            def fill(out, writer) -> None:
+                out.update_tags(**{PART_TAG: job.tag(part)})
+                sink = RasterSink(writer, source, Window(part.col_off, part.row_off, part.width, part.height),
+                                  len(plan.indexes))
+                # the panels of a single-process run, whose output blocks may be other than the part's
+                sink.block_shape = (sink.block_shape[0], job.block_width)
+                engine.run(source, sink, part.lr_window)
+
+            write_geotiff(job.path(part), part_profile(job, part), None, True, fill)
+        finally:
+            src.close()
+    return PartStats(index, engine.tiles_run, time.perf_counter() - t0, engine.model_seconds,
+                     f"{socket.gethostname()}:{os.getpid()}")
