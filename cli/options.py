@@ -93,7 +93,8 @@ def cluster_options(workers_help: str):
         options = [
             click.option("--workers", type=click.IntRange(min=1), default=None, help=workers_help),
             click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
-                         help="Torch threads per local worker (default: cores / workers)."),
+                         help="Torch threads per worker (default: cores / workers for local workers, the workers' own "
+                              "setting with --scheduler)."),
             click.option("--scheduler", default=None, metavar="ADDRESS",
                          help="Run on an existing Dask cluster, e.g. tcp://host:8786."),
             click.option("--part-size", type=click.IntRange(min=1), default=None, metavar="ROWS",

@@ -211,8 +211,9 @@ def _client(scheduler: str | None, workers: int | None, threads_per_worker: int 
     else:
         n_workers = workers or default_workers()
         threads = threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.CRITICAL if quiet else logging.ERROR)
+        with _worker_environ():
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL if quiet else logging.ERROR)
         client = Client(cluster)
     try:
         yield client, n_workers or len(client.scheduler_info().get("workers", {})), threads
@@ -221,6 +222,18 @@ def _client(scheduler: str | None, workers: int | None, threads_per_worker: int 
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _worker_environ():
+    """dask's environment for new worker processes, less its ``MALLOC_TRIM_THRESHOLD_=65536``:
+    with it glibc hands every large tensor back to the OS and the next one page-faults in again,
+    which cost the default model 1.6x the CPU time per tile in a worker (3x the page faults;
+    448-pixel scene, one thread, two runs each way; README, "One large scene on a Dask cluster")."""
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
 
 
 def _run(client, n_workers: int, threads: int | None, quiet: bool, jobs: list[tuple[Path, Path]], todo: list[int],

@@ -29,9 +29,12 @@ from rsisr.config import SCALE
 from rsisr.errors import ConfigError
 from rsisr.tiling import AxisPlan, align_down
 
-#: Fixed cost of one part (open, part file, assembly) in tiles' worth of model time, used to
-#: choose the part size. benchmarks/distributed.py measured 0.09 to 0.45 tiles per part on the
-#: CPU with the default model; GPUs make tiles far cheaper, so this leans towards fewer parts.
+#: Fixed cost of one part (opening the input and the model's device, creating, checking and
+#: renaming the part file) in tiles' worth of model time, used to choose the part size. A guess,
+#: not measured: benchmarks/split_scene.py measures the rest of a part's overhead (reading,
+#: blending, converting, writing: 7-8 % of the model time on the CPU), which grows with the part's
+#: area and so does not depend on how the scene is cut; the repeated halo tile rows do, and the
+#: estimate counts them exactly.
 PART_OVERHEAD_TILES = 4.0
 #: Parts per worker that the automatic size aims for at least (load balance, retry granularity).
 MIN_PARTS_PER_WORKER = 2

@@ -24,13 +24,15 @@ from rsisr.distributed.parts import Part
 @dataclass(frozen=True)
 class PartStats:
     """One computed part: model runs, seconds in all and in the model's forward passes (the
-    rest is reading, filling, blending, converting and writing the part), and where it ran."""
+    rest is reading, filling, blending, converting and writing the part), where it ran, and the
+    CPU seconds of its thread (less sensitive than wall time to a busy machine)."""
 
     index: int
     tiles: int
     seconds: float
     model_seconds: float
     worker: str
+    cpu_seconds: float = 0.0  # CPU time of the task's thread (all of it with one torch thread)
 
 
 def probe(device: str, precision: str) -> tuple[str, str]:
@@ -101,7 +103,7 @@ def run_part(job: PartJob, index: int, model=None) -> PartStats:
     from rsisr.upscale.sink import RasterSink
     from rsisr.upscale.source import RasterSource
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     part, plan = job.parts[index], job.plan
     with _quiet(job.quiet), undecodable_gdal_messages(), gdal_env():
         if job.threads:
@@ -125,4 +127,4 @@ def run_part(job: PartJob, index: int, model=None) -> PartStats:
         finally:
             src.close()
     return PartStats(index, engine.tiles_run, time.perf_counter() - t0, engine.model_seconds,
-                     f"{socket.gethostname()}:{os.getpid()}")
+                     f"{socket.gethostname()}:{os.getpid()}", time.thread_time() - c0)
