@@ -113,6 +113,29 @@ def test_internal_mask_with_holes_and_cog(client, geotiff_dir, tmp_path):
         assert o.overviews(1) and o.profile["compress"] == "zstd"
 
 
+def test_ensemble_uncertainty_and_other_bands(client, geotiff_dir, tmp_path):
+    """--ensemble with --uncertainty (two files, both assembled) and --other-bands bicubic on a
+    4-band raster with nodata, split as in a single run."""
+    src = geotiff_dir / "naip_m_4709963_se_14_2020_rgbn_u8_26914_5m.tif"
+    kw = dict(bounds=_bounds(src, Window(300, 200, 150, 230)), tile=64, overlap=8, ensemble=3, seed=4,
+              other_bands="bicubic")
+    with torch_threads(1):
+        upscale_file(src, tmp_path / "single.tif", NoiseX4(), device="cpu", uncertainty=tmp_path / "single_std.tif",
+                     **kw)
+    result = upscale_distributed(src, tmp_path / "split.tif", NoiseX4(), client=client, threads_per_worker=1,
+                                 part_size=48, uncertainty=tmp_path / "split_std.tif", **kw)
+    assert result.uncertainty == tmp_path / "split_std.tif" and len(result.parts) >= 4
+    _same(tmp_path / "single.tif", tmp_path / "split.tif")
+    with rasterio.open(tmp_path / "single_std.tif") as a, rasterio.open(tmp_path / "split_std.tif") as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True) and np.isfinite(a.read()).any()
+        assert {**a.profile, "nodata": repr(a.nodata)} == {**b.profile, "nodata": repr(b.nodata)}  # nan != nan
+        assert np.array_equal(a.dataset_mask(), b.dataset_mask())
+        assert {**a.tags(), "RSISR_OUTPUT": ""} == {**b.tags(), "RSISR_OUTPUT": ""}
+    with rasterio.open(tmp_path / "split.tif") as o:
+        assert o.count == 4 and o.tags()["RSISR_ENSEMBLE"] == "3"
+    assert leftovers(tmp_path) == [] and not list(tmp_path.glob(".*rsisr-parts"))
+
+
 @pytest.mark.parametrize("model", [NoiseX4(), pytest.param("tiny", marks=pytest.mark.slow)])
 def test_columns_and_rows_at_fp32(model, client, make_geotiff, tmp_path):
     """Wider than the engine's 2048-column panel: parts cut at panel edges as well as tile rows;

@@ -39,32 +39,32 @@ ASSEMBLY_WIDTH = 8192
 class PartJob:
     """What every part task of one split upscale needs (sent to the workers).
 
-    ``model``: the model file (None: the bundled default) when no model object travels with the
-    tasks; ``device``: the option as given (each worker resolves it, one GPU per worker);
-    ``precision``: as resolved on a worker; ``block_width``: the width of the blocks a
+    ``plan``/``spread``: the output's UpscalePlan and the uncertainty raster's SpreadPlan (None:
+    none); ``model``: the model file (None: the bundled default) when no model object travels
+    with the tasks; ``device``: the option as given (each worker resolves it, one GPU per
+    worker); ``precision``: as a worker resolved it; ``engine``: the options of
+    :func:`rsisr.upscale.ensemble.make_engine`; ``block_width``: the width of the blocks a
     single-process run writes, which sets the engine's panels (:func:`panel_columns`).
     """
 
     src: str
     folder: str
-    plan: object  # rsisr.upscale.plan.UpscalePlan
+    plan: object
+    spread: object
     key: str
     parts: tuple[Part, ...]
     model: str | None
     device: str
     precision: str
-    tile: int
-    overlap: int
-    batch_size: int
-    steps: int
-    seed: int
+    engine: dict
     block_width: int
     threads: int | None = None
     quiet: bool = False
-    extra: dict = field(default_factory=dict)
 
-    def path(self, part: Part) -> Path:
-        return Path(self.folder) / f"part-{part.index:05d}.tif"
+    def paths(self, part: Part) -> list[Path]:
+        """The part's files: the uncertainty raster's (with ``--uncertainty``), then the output's."""
+        stem = Path(self.folder) / f"part-{part.index:05d}"
+        return ([Path(f"{stem}.std.tif")] if self.spread is not None else []) + [Path(f"{stem}.tif")]
 
     def tag(self, part: Part) -> str:
         return json.dumps({"key": self.key, "window": list(part.lr_window)})
@@ -86,10 +86,14 @@ def output_block_width(profile: dict) -> int:
 
 
 def input_identity(path: str | os.PathLike) -> dict:
-    """The input file as far as a rerun can tell it apart: resolved path, size, mtime."""
-    p = Path(path).resolve()
+    """The input as far as a rerun can tell it apart: a local file's resolved path, size and
+    mtime; a URL or GDAL path as written (a changed remote file is not noticed: rerun with
+    --overwrite after deleting the parts folder, or let the parts finish)."""
+    p = Path(path)
+    if not p.is_file():
+        return {"path": str(path)}
     st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def job_key(src, plan, run: dict, grid: dict) -> str:
@@ -114,26 +118,25 @@ def open_folder(job: PartJob) -> list[Part]:
     folder = Path(job.folder)
     folder.mkdir(exist_ok=True)
     remove_stale(folder)
-    wanted = {job.path(p).name: p for p in job.parts}
-    kept = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        part = wanted.get(entry.name)
-        if part is not None and _matches(job, part):
-            kept.append(part)
-        elif entry.name.startswith("part-") and entry.name.endswith(".tif"):
-            os.unlink(entry.path)  # another plan's part, or unreadable
+    kept = [p for p in job.parts if all(_matches(job, p, path) for path in job.paths(p))]
+    keep = {path.name for p in kept for path in job.paths(p)}
+    for entry in os.scandir(folder):
+        if entry.name.startswith("part-") and entry.name.endswith(".tif") and entry.name not in keep:
+            os.unlink(entry.path)  # another plan's, unreadable, or one file of a part missing the other
     if kept:
         log.info("keeping %d of %d parts that an interrupted run left in %s", len(kept), len(job.parts), folder)
     return kept
 
 
-def _matches(job: PartJob, part: Part) -> bool:
+def _matches(job: PartJob, part: Part, path: Path) -> bool:
     import rasterio
     from rasterio._err import CPLE_BaseError
     from rasterio.errors import RasterioError
 
+    if not path.is_file():
+        return False
     try:
-        with rasterio.open(job.path(part)) as ds:
+        with rasterio.open(path) as ds:
             return ds.tags().get(PART_TAG) == job.tag(part) and (ds.width, ds.height) == (
                 SCALE * part.width, SCALE * part.height)
     except (RasterioError, CPLE_BaseError, OSError):
@@ -157,33 +160,42 @@ def discard(folder: str | os.PathLike) -> None:
 
 
 def assemble(job: PartJob, dst: Path, overwrite: bool) -> float:
-    """Write the output ``dst`` from the finished parts, as a single-process run would have
-    written it (profile, creation options, COG, metadata, tags, mask), atomically. Returns seconds."""
-    from rsisr.upscale.output import write_geotiff
+    """Write the output ``dst`` (and the uncertainty raster) from the finished parts, as a
+    single-process run writes them (profiles, creation options, COG, metadata, tags, masks):
+    atomically, both files or neither. Returns seconds."""
+    from rsisr.upscale.output import Target, write_geotiffs
     from rsisr.upscale.plan import write_metadata
+    from rsisr.upscale.uncertainty import write_spread_metadata
 
     t0 = time.perf_counter()
-    plan = job.plan
+    plan, spread = job.plan, job.spread
+    targets = [Target(dst, plan.profile, plan.cog_options, "output")]
+    masked = [plan.mask_mode == "mask"]  # how each file's mask is written: as the sinks write it
+    if spread is not None:
+        targets.insert(0, Target(spread.path, spread.profile, spread.cog_options, "uncertainty raster"))
+        masked.insert(0, plan.mask_mode in ("mask", "alpha"))
 
-    def fill(out, writer) -> None:
-        write_metadata(out, plan)
-        _copy_parts(job, out, writer)
+    def fill(opened) -> None:
+        write_metadata(opened[-1][0], plan)
+        if spread is not None:
+            write_spread_metadata(opened[0][0], spread)
+        for layer, ((out, writer), mask) in enumerate(zip(opened, masked)):
+            _copy_parts(job, layer, out, writer, mask)
 
-    write_geotiff(dst, plan.profile, plan.cog_options, overwrite, fill)
+    write_geotiffs(targets, overwrite, fill)
     return time.perf_counter() - t0
 
 
-def _copy_parts(job: PartJob, out, writer) -> None:
-    """Copy the parts into the open output, whole output blocks with all bands (and the mask)."""
+def _copy_parts(job: PartJob, layer: int, out, writer, mask: bool) -> None:
+    """Copy file ``layer`` of every part into the open ``out``: whole output blocks with all
+    bands (and the mask), block row by block row."""
     from rasterio.windows import Window
 
     from rsisr.tiling import chunks
 
-    plan = job.plan
-    r, c = plan.lr_window[:2]
+    r, c = job.plan.lr_window[:2]
     bh, bw = out.block_shapes[0]
-    mask = plan.mask_mode == "mask"
-    with _PartReader(job) as reader:
+    with _PartReader(job, layer) as reader:
         for a in range(0, out.height, bh):
             b = min(a + bh, out.height)
             for ca, cb in chunks(out.width, bw, ASSEMBLY_WIDTH):
@@ -204,10 +216,11 @@ def _copy_parts(job: PartJob, out, writer) -> None:
 
 
 class _PartReader:
-    """Opens parts as the assembly reaches them and closes those it has passed."""
+    """Opens the parts' file ``layer`` as the assembly reaches them, closes those it has passed."""
 
-    def __init__(self, job: PartJob) -> None:
+    def __init__(self, job: PartJob, layer: int) -> None:
         self.job = job
+        self.layer = layer
         self.open: dict[int, object] = {}
 
     def __enter__(self):
@@ -222,7 +235,7 @@ class _PartReader:
 
         from rsisr.rasterio_io import describe_window, reading
 
-        path = self.job.path(part)
+        path = self.job.paths(part)[self.layer]
         with reading(path, f"the part ({describe_window(window)})"):
             ds = self.open.get(part.index)
             if ds is None:

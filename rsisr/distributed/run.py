@@ -57,6 +57,7 @@ class DistributedResult:
     scaling: str
     stats: tuple[PartStats, ...] = ()
     phases: dict | None = None
+    uncertainty: Path | None = None  # the uncertainty raster, where one was written
 
 
 def upscale_distributed(src, dst, model=None, *, workers: int | None = None, threads_per_worker: int | None = None,
@@ -87,7 +88,7 @@ def upscale_distributed(src, dst, model=None, *, workers: int | None = None, thr
     folder = None
     try:
         with cluster(client, scheduler, workers, threads_per_worker, quiet) as (c, n_workers, threads):
-            device_type, precision = c.submit(probe, d.engine["device"], d.engine["precision"], pure=False).result()
+            device_type, precision = c.submit(probe, d.device, d.precision, pure=False).result()
             marks["cluster"] = time.perf_counter()
             job = finish(d, workers=n_workers, device_type=device_type, precision=precision, part_size=part_size,
                          threads=threads, quiet=quiet)
@@ -114,7 +115,8 @@ def upscale_distributed(src, dst, model=None, *, workers: int | None = None, thr
                              sum(s.seconds for s in stats), sum(s.model_seconds for s in stats), assembly,
                              job.plan.scaling.to_tag(), tuple(sorted(stats, key=lambda s: s.index)),
                              {"plan": marks["plan"] - t0, "cluster": marks["cluster"] - marks["plan"],
-                              "parts": marks["parts"] - marks["cluster"]})
+                              "parts": marks["parts"] - marks["cluster"]},
+                             None if job.spread is None else job.spread.path)
 
 
 def run_parts(client, job: PartJob, todo: list[Part], model_obj, retries: int, tick: Callable[[int], None],

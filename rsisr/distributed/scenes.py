@@ -102,7 +102,7 @@ class BatchRun:
         try:
             d = self.draft_scene(i)
             if self._probe is None:
-                self._probe = self.client.submit(probe, d.engine["device"], d.engine["precision"], pure=False).result()
+                self._probe = self.client.submit(probe, d.device, d.precision, pure=False).result()
             job = finish(d, workers=self.workers, device_type=self._probe[0], precision=self._probe[1],
                          part_size=self.part_size, threads=self.threads, quiet=self.quiet)
             kept = {p.index for p in open_folder(job)}

@@ -44,24 +44,23 @@ def probe(device: str, precision: str) -> tuple[str, str]:
     return dev.type, resolve_precision(precision, dev)
 
 
-def _timed_upscaler():
-    """:class:`TiledUpscaler` that adds up the seconds of its model calls (``model_seconds``)."""
+def _timed(engine) -> dict:
+    """Add up the seconds of ``engine``'s model calls into the returned dict (``seconds``)."""
     import torch
 
-    from rsisr.upscale.engine import TiledUpscaler
+    timing = {"seconds": 0.0}
+    call = engine._call
 
-    class TimedUpscaler(TiledUpscaler):
-        model_seconds = 0.0
+    def timed_call(*args, **kwargs):
+        t0 = time.perf_counter()
+        y = call(*args, **kwargs)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+        timing["seconds"] += time.perf_counter() - t0
+        return y
 
-        def _call(self, x, origins):
-            t0 = time.perf_counter()
-            y = super()._call(x, origins)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.model_seconds += time.perf_counter() - t0
-            return y
-
-    return TimedUpscaler
+    engine._call = timed_call
+    return timing
 
 
 def _model(job: PartJob, model):
@@ -74,57 +73,73 @@ def _model(job: PartJob, model):
     return _cached_model(job.model, job.device)
 
 
-def part_profile(job: PartJob, part: Part) -> dict:
-    """The part file: the output's grid, dtype, bands and nodata over the part's window, tiled
-    and losslessly compressed whatever the output's creation options (JPEG, say) will be."""
+def part_profiles(job: PartJob, part: Part) -> list[dict]:
+    """The part's files (:meth:`PartJob.paths`): the output's (and the uncertainty raster's) grid,
+    dtype, bands and nodata over the part's window, tiled and losslessly compressed whatever the
+    final files' creation options (JPEG, say) will be."""
     from affine import Affine
 
     from rsisr.gdal_env import gtiff_defaults
     from rsisr.geo import compose
 
-    p = job.plan.profile
     r, c = job.plan.lr_window[:2]
     shift = Affine.translation(SCALE * (part.col_off - c), SCALE * (part.row_off - r))
-    return dict(driver="GTiff", width=SCALE * part.width, height=SCALE * part.height, count=p["count"],
-                dtype=p["dtype"], crs=p["crs"], transform=compose(p["transform"], shift), nodata=p["nodata"],
-                **{**gtiff_defaults(p["dtype"]), "ZLEVEL": "1"})
+    profiles = []
+    for p in ([job.spread.profile] if job.spread is not None else []) + [job.plan.profile]:
+        profiles.append(dict(driver="GTiff", width=SCALE * part.width, height=SCALE * part.height, count=p["count"],
+                             dtype=p["dtype"], crs=p["crs"], transform=compose(p["transform"], shift),
+                             nodata=p["nodata"], **{**gtiff_defaults(p["dtype"]), "ZLEVEL": "1"}))
+    return profiles
 
 
 def run_part(job: PartJob, index: int, model=None) -> PartStats:
-    """Compute part ``index`` of ``job`` into its part file (atomic). ``model``: the client's
-    model object, or None to use ``job.model`` (a file, or the default)."""
-    import torch
-    from rasterio.windows import Window
-
+    """Compute part ``index`` of ``job`` into its part files (atomic, together). ``model``: the
+    client's model object, or None to use ``job.model`` (a file, or the default)."""
     from rsisr.batch.run import _quiet
-    from rsisr.gdal_env import gdal_env
+    from rsisr.gdal_env import gdal_env, remote_config
     from rsisr.rasterio_io import open_raster, undecodable_gdal_messages
-    from rsisr.upscale.output import write_geotiff
-    from rsisr.upscale.sink import RasterSink
+    from rsisr.upscale.ensemble import make_engine
+    from rsisr.upscale.output import Target, write_geotiffs
     from rsisr.upscale.source import RasterSource
 
     t0, c0 = time.perf_counter(), time.thread_time()
     part, plan = job.parts[index], job.plan
-    with _quiet(job.quiet), undecodable_gdal_messages(), gdal_env():
+    with _quiet(job.quiet), undecodable_gdal_messages(), gdal_env(**remote_config(job.src)):
         if job.threads:
+            import torch
+
             torch.set_num_threads(job.threads)
         net, device = _model(job, model)
-        engine = _timed_upscaler()(net, tile=job.tile, overlap=job.overlap, batch_size=job.batch_size,
-                                   steps=job.steps, seed=job.seed, device=device, precision=job.precision)
+        engine = make_engine(net, **job.engine, device=device, precision=job.precision)
+        timing = _timed(engine)
         src = open_raster(job.src, check=False)
         try:
-            source = RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha)
-
-            def fill(out, writer) -> None:
-                out.update_tags(**{PART_TAG: job.tag(part)})
-                sink = RasterSink(writer, source, Window(part.col_off, part.row_off, part.width, part.height),
-                                  len(plan.indexes))
-                # the panels of a single-process run, whose output blocks may be other than the part's
-                sink.block_shape = (sink.block_shape[0], job.block_width)
-                engine.run(source, sink, part.lr_window)
-
-            write_geotiff(job.path(part), part_profile(job, part), None, True, fill)
+            source = RasterSource(src, plan.indexes, plan.scaling, plan.mask_mode, plan.alpha, engine.bands,
+                                  plan.choice)
+            targets = [Target(path, profile, None, "part") for path, profile in
+                       zip(job.paths(part), part_profiles(job, part))]
+            write_geotiffs(targets, True, lambda opened: _fill(job, part, engine, source, opened))
         finally:
             src.close()
-    return PartStats(index, engine.tiles_run, time.perf_counter() - t0, engine.model_seconds,
+    return PartStats(index, engine.tiles_run, time.perf_counter() - t0, timing["seconds"],
                      f"{socket.gethostname()}:{os.getpid()}", time.thread_time() - c0)
+
+
+def _fill(job: PartJob, part: Part, engine, source, opened) -> None:
+    """The engine's blocks of ``part`` into the open part files (``opened``: [(out, writer)])."""
+    from rasterio.windows import Window
+
+    from rsisr.upscale.sink import RasterSink
+    from rsisr.upscale.uncertainty import SpreadWriter
+
+    plan = job.plan
+    for out, _ in opened:
+        out.update_tags(**{PART_TAG: job.tag(part)})
+    spread = None
+    if job.spread is not None:
+        spread = SpreadWriter(opened[0][1], plan.scaling, plan.mask_mode, plan.choice)
+    sink = RasterSink(opened[-1][1], source, Window(part.col_off, part.row_off, part.width, part.height),
+                      len(plan.indexes), spread)
+    # the panels of a single-process run, whose output blocks may be other than the part's
+    sink.block_shape = (sink.block_shape[0], job.block_width)
+    engine.run(source, sink, part.lr_window)
