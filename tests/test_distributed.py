@@ -202,7 +202,19 @@ def test_failing_part_removes_everything(client, geotiff_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no parts folder, no temporary files
 
 
+class Slow(NearestX4):
+    def forward(self, lr, noises=(), steps=1):
+        import time
+
+        time.sleep(0.05)
+        return super().forward(lr, noises, steps)
+
+
 def test_ctrl_c_removes_everything(client, geotiff_dir, tmp_path):
+    """Interrupted while the other worker is mid-part, on a cluster that stays up: that part
+    stops at its next tile and removes its temporary file, and nothing is left."""
+    import time
+
     src = geotiff_dir / NODATA
 
     def interrupt(done, total):
@@ -210,10 +222,14 @@ def test_ctrl_c_removes_everything(client, geotiff_dir, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        upscale_distributed(src, tmp_path / "split.tif", NearestX4(), client=client, threads_per_worker=1,
+        upscale_distributed(src, tmp_path / "split.tif", Slow(), client=client, threads_per_worker=1,
                             part_size=48, progress=interrupt, bounds=_bounds(src, Window(500, 0, 200, 300)),
                             tile=64, overlap=8)
     assert list(tmp_path.iterdir()) == []  # no output, no parts folder, no temporary files
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []  # and the part that was running did not come back
 
 
 RESUME = textwrap.dedent("""

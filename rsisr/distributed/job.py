@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 FOLDER_SUFFIX = ".rsisr-parts"
 #: Tag of a part file: the job's key and the part's window.
 PART_TAG = "RSISR_PART"
+#: File in a job's folder while the job runs; a part task stops when it is gone (cancelled).
+TOKEN = "job"
+#: Longest wait for the tasks of a cancelled job to notice (they check the token at every tile).
+DISCARD_WAIT = 60.0
 #: Largest block of the output assembled at once (HR columns), bounding the client's memory.
 ASSEMBLY_WIDTH = 8192
 
@@ -118,6 +122,7 @@ def open_folder(job: PartJob) -> list[Part]:
     folder = Path(job.folder)
     folder.mkdir(exist_ok=True)
     remove_stale(folder)
+    (folder / TOKEN).write_text(job.key + "\n")
     kept = [p for p in job.parts if all(_matches(job, p, path) for path in job.paths(p))]
     keep = {path.name for p in kept for path in job.paths(p)}
     for entry in os.scandir(folder):
@@ -143,17 +148,28 @@ def _matches(job: PartJob, part: Part, path: Path) -> bool:
         return False
 
 
+def running(folder: str | os.PathLike) -> bool:
+    """Whether the job of ``folder`` still runs (its token is there); part tasks check it."""
+    return os.path.exists(os.path.join(folder, TOKEN))
+
+
 def discard(folder: str | os.PathLike) -> None:
-    """Remove a job's folder and everything in it (a part that a running task renames into it
-    at that very moment is taken on the next try)."""
-    for attempt in range(5):
+    """Remove a job's folder and everything in it. The token goes first, so that tasks still
+    running on a cluster that is not ours stop at their next tile (removing their temporary
+    files); until they have, the folder is emptied again."""
+    try:
+        os.unlink(os.path.join(folder, TOKEN))
+    except FileNotFoundError:
+        pass
+    deadline = time.monotonic() + DISCARD_WAIT
+    while True:
         try:
             shutil.rmtree(folder)
             return
         except FileNotFoundError:
             return
         except OSError:
-            if attempt == 4:
+            if time.monotonic() > deadline:
                 log.warning("could not remove %s; delete it by hand", folder)
                 return
             time.sleep(0.2)

@@ -17,8 +17,12 @@ import time
 from dataclasses import dataclass
 
 from rsisr.config import SCALE
-from rsisr.distributed.job import PART_TAG, PartJob
+from rsisr.distributed.job import PART_TAG, PartJob, running
 from rsisr.distributed.parts import Part
+
+
+class PartCancelled(RuntimeError):
+    """The job of a part was cancelled (its folder's token is gone): the part stops."""
 
 
 @dataclass(frozen=True)
@@ -142,4 +146,11 @@ def _fill(job: PartJob, part: Part, engine, source, opened) -> None:
                       len(plan.indexes), spread)
     # the panels of a single-process run, whose output blocks may be other than the part's
     sink.block_shape = (sink.block_shape[0], job.block_width)
-    engine.run(source, sink, part.lr_window)
+
+    def check(_: int = 0) -> None:
+        if not running(job.folder):
+            raise PartCancelled(f"part {part.index} of {job.src}: the job was cancelled")
+
+    check()
+    engine.run(source, sink, part.lr_window, on_tile=check)
+    check()
