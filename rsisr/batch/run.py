@@ -138,7 +138,8 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     each scene's uncertainty raster goes there under its output's relative path. A failing scene is retried
     ``retries`` times (also when its worker dies), then reported; the rest of the batch goes on.
     Once fewer scenes are left than workers, the rest are split into parts of about
-    ``part_size`` input rows (default: chosen per scene) over all workers (:mod:`rsisr.distributed`).
+    ``part_size`` input rows (default: chosen per scene) over all workers (:mod:`rsisr.distributed`),
+    unless ``scene_fn`` replaces :func:`upscale_scene`.
     """
     quiet = _dask_log_levels()
     t0 = time.perf_counter()
@@ -268,7 +269,8 @@ def _run(client, n_workers: int, threads: int | None, quiet: bool, jobs: list[tu
             bar.update(1)
 
     batch = BatchRun(client, n_workers, submit_scene=submit_scene, draft_scene=draft_scene, done=done, scenes=jobs,
-                     retries=how["retries"], threads=threads, quiet=quiet, part_size=how["part_size"])
+                     retries=how["retries"], threads=threads, quiet=quiet, part_size=how["part_size"],
+                     split=how["scene_fn"] is None)  # a caller's own scene function sees every scene whole
     try:
         batch.run(todo)
     except BaseException:

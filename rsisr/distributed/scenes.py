@@ -40,16 +40,18 @@ class BatchRun:
     ``submit_scene(i)`` submits scene ``i`` whole and returns its future; ``draft_scene(i)``
     returns the :class:`~rsisr.distributed.prepare.Draft` of scene ``i`` (raising RsisrError
     for a scene that cannot be planned); ``done(i, result)`` records a scene's result.
+    ``split=False`` runs every scene whole (a caller's own scene function).
     """
 
     def __init__(self, client, workers: int, *, submit_scene: Callable, draft_scene: Callable,
                  done: Callable[[int, SceneResult], None], scenes: list[tuple[Path, Path]], retries: int,
-                 threads: int | None, quiet: bool, part_size: int | None = None) -> None:
+                 threads: int | None, quiet: bool, part_size: int | None = None, split: bool = True) -> None:
         from distributed import as_completed
 
         self.client, self.workers = client, max(1, workers)
         self.submit_scene, self.draft_scene, self.done = submit_scene, draft_scene, done
         self.scenes, self.retries, self.threads, self.quiet, self.part_size = scenes, retries, threads, quiet, part_size
+        self.split = split  # False: every scene whole
         self.whole: dict = {}  # future -> scene index
         self.parts: dict = {}  # future -> (split scene, part index)
         self.splits: list[_Split] = []
@@ -67,7 +69,7 @@ class BatchRun:
             self._fill(queue)
 
     def _fill(self, queue: list[int]) -> None:
-        while queue and len(queue) >= self.workers and len(self.whole) < self.workers:
+        while queue and (len(queue) >= self.workers or not self.split) and len(self.whole) < self.workers:
             i = queue.pop(0)
             fut = self.submit_scene(i)
             self.whole[fut] = i
