@@ -232,6 +232,29 @@ def test_ctrl_c_removes_everything(client, geotiff_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []  # and the part that was running did not come back
 
 
+def test_discard_goes_on_while_tasks_remove_their_files(tmp_path, monkeypatch):
+    """A task that notices the cancel removes its temporary file while the folder is being removed:
+    the removal starts again rather than stopping half way."""
+    from rsisr.distributed.job import discard, running
+
+    folder = tmp_path / ".o.tif.rsisr-parts"
+    folder.mkdir()
+    (folder / "job").write_text("key")
+    (folder / "part-00000.tif").write_bytes(b"x")
+    assert running(folder)
+    real, calls = shutil.rmtree, []
+
+    def racing(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(folder / ".part-00001.tif.tmp"))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", racing)
+    discard(folder)
+    assert not folder.exists() and len(calls) == 2
+
+
 RESUME = textwrap.dedent("""
     import os, signal, sys
     from distributed import Client, LocalCluster

@@ -162,17 +162,14 @@ def discard(folder: str | os.PathLike) -> None:
     except FileNotFoundError:
         pass
     deadline = time.monotonic() + DISCARD_WAIT
-    while True:
+    while os.path.lexists(folder):
         try:
             shutil.rmtree(folder)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
+        except OSError:  # a file a task removed or added meanwhile (FileNotFoundError, ENOTEMPTY)
             if time.monotonic() > deadline:
                 log.warning("could not remove %s; delete it by hand", folder)
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
 
 def assemble(job: PartJob, dst: Path, overwrite: bool) -> float:
