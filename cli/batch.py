@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rsisr.batch import DEFAULT_PATTERN
-from rsisr_cli.options import configure_logging, upscale_options, verbosity_options
+from rsisr_cli.options import cluster_options, configure_logging, upscale_options, verbosity_options
 
 
 @click.command()
@@ -14,24 +14,20 @@ from rsisr_cli.options import configure_logging, upscale_options, verbosity_opti
               help="Output folder; outputs mirror the input's relative paths.")
 @click.option("--pattern", default=DEFAULT_PATTERN, show_default=True, help="Glob of the scenes to process.")
 @click.option("--recursive", is_flag=True, help="Also look in subfolders.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes (default: one per GPU, else one per two cores).")
-@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
-              help="Torch threads per worker (default: cores / workers).")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Run on an existing Dask cluster, e.g. tcp://host:8786.")
+@cluster_options("Local worker processes (default: one per GPU, else one per two cores).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @click.option("--uncertainty", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Also write each scene's uncertainty raster (the samples' standard deviation) into this folder, "
                    "under its output's relative path; needs --ensemble 2 or more.")
 @upscale_options
 @verbosity_options
-def batch(input_dir, output_dir, pattern, recursive, workers, threads_per_worker, scheduler, report,
+def batch(input_dir, output_dir, pattern, recursive, workers, threads_per_worker, scheduler, part_size, report,
           uncertainty, verbose, quiet, **options):
     """Super-resolve every scene of INPUT_DIR into OUTPUT_DIR with Dask.
 
     Scenes whose output is already complete are skipped, so a rerun does no work. A failing
-    scene is retried, then reported; the others go on. Exit status 1 if any scene failed.
+    scene is retried, then reported; the others go on. Exit status 1 if any scene failed. Once
+    fewer scenes are left than workers, the rest are split into parts over all workers.
     """
     from rsisr.batch import format_table, upscale_folder
 
@@ -39,7 +35,7 @@ def batch(input_dir, output_dir, pattern, recursive, workers, threads_per_worker
     model = options.pop("model_path", None)
     result = upscale_folder(input_dir, output_dir, model, pattern=pattern, recursive=recursive, workers=workers,
                             threads_per_worker=threads_per_worker, scheduler=scheduler, report=report,
-                            uncertainty=uncertainty, progress=not quiet, **options)
+                            uncertainty=uncertainty, part_size=part_size, progress=not quiet, **options)
     if not quiet:
         click.echo(format_table(result))
     if result.failed:

@@ -85,6 +85,28 @@ def upscale_options(f):
     return f
 
 
+def cluster_options(workers_help: str):
+    """``--workers``, ``--threads-per-worker``, ``--scheduler`` and ``--part-size`` (Dask), with
+    the command's own words for ``--workers``."""
+
+    def decorate(f):
+        options = [
+            click.option("--workers", type=click.IntRange(min=1), default=None, help=workers_help),
+            click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
+                         help="Torch threads per worker (default: cores / workers for local workers, the workers' own "
+                              "setting with --scheduler)."),
+            click.option("--scheduler", default=None, metavar="ADDRESS",
+                         help="Run on an existing Dask cluster, e.g. tcp://host:8786."),
+            click.option("--part-size", type=click.IntRange(min=1), default=None, metavar="ROWS",
+                         help="Input rows per part of a split scene, rounded to whole tile rows (default: "
+                              "chosen from the scene, the tile and the workers)."),
+        ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
 
 def verbosity_options(f):
     """``-v``/``-q``: log level of the ``rsisr`` logger (warnings by default)."""
@@ -179,10 +201,12 @@ def configure_logging(verbose: int = 0, quiet: bool = False, hold: bool = False)
 class TileProgress:
     """``progress(done, total)`` for :func:`rsisr.upscale.upscale_file`: at the first tile the
     held warnings are printed (the run is under way), then a tqdm bar counts the tiles (silent
-    when stderr is not a terminal). :meth:`close` when the run ends."""
+    when stderr is not a terminal); ``unit="part"`` for a split upscale. :meth:`close` when the
+    run ends."""
 
-    def __init__(self, show: bool = True) -> None:
+    def __init__(self, show: bool = True, unit: str = "tile") -> None:
         self.show = show
+        self.unit = unit
         self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -193,7 +217,7 @@ class TileProgress:
                 return
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="tile", desc="upscale", disable=None, leave=False)
+            self.bar = tqdm(total=total, unit=self.unit, desc="upscale", disable=None, leave=False)
         if self.bar:
             self.bar.update(done - self.bar.n)
 

@@ -39,6 +39,10 @@ class TrainingDiverged(RsisrError, ArithmeticError):
     """A training loss became NaN or infinite."""
 
 
+class ClusterError(RsisrError, RuntimeError):
+    """A Dask cluster that cannot be reached, has no workers, or whose workers keep dying."""
+
+
 class RsisrWarning(UserWarning):
     """Root of the warnings rsisr emits."""
 

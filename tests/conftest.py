@@ -120,6 +120,45 @@ def one_thread():
         yield
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dask_processes(workers: int):
+    """A ``dask scheduler`` and ``dask worker --nworkers WORKERS --nthreads 1``, each in its own
+    process as on a real cluster; yields the scheduler's address once the workers are up."""
+    import shutil
+
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
+    assert dask, "the dask CLI comes with dask[distributed]"
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", ":0"], **quiet)]
+    try:
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", str(workers), "--nthreads", "1",
+                                       "--dashboard-address", ":0"], **quiet))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(workers, timeout=90)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def one_line_error(result, *fragments: str) -> str:
     """The CLI failed the way every user error must: exit status 1 (``result``: click's Result) and
     one line ``Error: ...`` holding every fragment (``result``: the Result or the text printed).

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from conftest import one_line_error, torch_threads
+from conftest import dask_processes, one_line_error, torch_threads
 from rsisr.batch import plan_jobs, upscale_folder, upscale_scene
 from rsisr.errors import InputError, OutputError
 from rsisr_cli.main import cli
@@ -108,41 +105,14 @@ def test_dead_worker_does_not_stop_the_batch(tmp_path, scene_dir, tiny_model_fil
         assert _read(out / name)[0].shape[1] > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_existing_scheduler(tmp_path, scene_dir, tiny_model_file):
-    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
-    assert dask, "the dask CLI comes with dask[distributed]"
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                       "--dashboard-address", ":0"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(1, timeout=60)
+    with dask_processes(1) as address:
         out = tmp_path / "out"
         result = CliRunner().invoke(cli, ["batch", str(scene_dir), "-o", str(out), "--model", str(tiny_model_file),
                                           "--scheduler", address, "--tile", "64", "--overlap", "8", "-q"])
         assert result.exit_code == 0, result.output
         assert sorted(p.name for p in out.glob("*.tif")) == sorted(SCENES[:2])
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_plan_rejects_bad_layouts(tmp_path):

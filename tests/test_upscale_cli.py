@@ -85,12 +85,17 @@ def test_bad_inputs_are_one_line_errors(make_geotiff, tiny_model_file, tmp_path)
 
 
 def test_options_match_the_library():
-    """--option names are upscale_file's keywords, with the same defaults (rsisr batch passes them on)."""
+    """--option names are upscale_file's keywords, with the same defaults (rsisr batch passes them on);
+    the options of a split run are upscale_distributed's."""
+    from rsisr.distributed import upscale_distributed
     from rsisr.upscale import upscale_file
     from rsisr_cli.upscale import upscale
 
     params = inspect.signature(upscale_file).parameters
-    names = {p.name for p in upscale.params} - {"input_path", "output_path", "verbose", "quiet", "model_path"}
+    cluster = {"workers", "threads_per_worker", "scheduler", "part_size"}
+    split = inspect.signature(upscale_distributed).parameters
+    assert all(split[name].default is None for name in cluster)
+    names = {p.name for p in upscale.params} - {"input_path", "output_path", "verbose", "quiet", "model_path"} - cluster
     assert names <= set(params), names - set(params)
     for p in upscale.params:
         if p.name not in names or p.name in ("co", "bounds"):

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from rsisr.atomic import remove_stale
 from rsisr.batch.jobs import DEFAULT_PATTERN, BatchReport, SceneResult, plan_jobs, uncertainty_paths
 from rsisr.batch.status import Request, request_for, scene_status
 from rsisr.errors import InputError
@@ -129,7 +128,8 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
                    threads_per_worker: int | None = None, scheduler: str | None = None,
                    report: str | os.PathLike | None = None, retries: int = DEFAULT_RETRIES, progress: bool = False,
                    overwrite: bool = False, scene_fn: Callable[..., SceneResult] | None = None,
-                   uncertainty: str | os.PathLike | None = None, **options) -> BatchReport:
+                   uncertainty: str | os.PathLike | None = None, part_size: int | None = None,
+                   **options) -> BatchReport:
     """Super-resolve every scene of ``input_dir`` matching ``pattern`` into ``output_dir``.
 
     ``scheduler``: the address of an existing dask scheduler (``tcp://host:port``); without it a
@@ -137,6 +137,9 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     keywords are :func:`rsisr.upscale.upscale_file`'s options, but ``uncertainty`` is a folder:
     each scene's uncertainty raster goes there under its output's relative path. A failing scene is retried
     ``retries`` times (also when its worker dies), then reported; the rest of the batch goes on.
+    Once fewer scenes are left than workers, the rest are split into parts of about
+    ``part_size`` input rows (default: chosen per scene) over all workers (:mod:`rsisr.distributed`),
+    unless ``scene_fn`` replaces :func:`upscale_scene`.
     """
     quiet = _dask_log_levels()
     t0 = time.perf_counter()
@@ -155,15 +158,10 @@ def upscale_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     n_workers = 0
     if todo:
         with _client(scheduler, workers, threads_per_worker, quiet) as (client, n_workers, threads):
-            futures = {}
-            for i in todo:
-                src, dst = jobs[i]
-                spread = {} if spreads is None else {"uncertainty": str(spreads[i])}
-                fut = client.submit(scene_fn or upscale_scene, str(src), str(dst), model=str(model) if model else None,
-                                    overwrite=overwrite, threads=threads, quiet=quiet, retries=retries,
-                                    pure=False, key=f"rsisr-scene-{i}-{time.time_ns()}", **spread, **options)
-                futures[fut] = i
-            _collect(futures, jobs, reasons, results, _bar(progress, len(jobs), len(jobs) - len(todo)))
+            _run(client, n_workers, threads, quiet, jobs, todo, reasons, results,
+                 _bar(progress, len(jobs), len(jobs) - len(todo)),
+                 dict(model=str(model) if model else None, overwrite=overwrite, retries=retries, scene_fn=scene_fn,
+                      part_size=part_size, options=options, spreads=spreads))
     out = BatchReport([results[i] for i in range(len(jobs))], time.perf_counter() - t0, n_workers)
     if report is not None:
         out.write_json(report)
@@ -214,8 +212,9 @@ def _client(scheduler: str | None, workers: int | None, threads_per_worker: int 
     else:
         n_workers = workers or default_workers()
         threads = threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=logging.CRITICAL if quiet else logging.ERROR)
+        with _worker_environ():
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL if quiet else logging.ERROR)
         client = Client(cluster)
     try:
         yield client, n_workers or len(client.scheduler_info().get("workers", {})), threads
@@ -226,26 +225,60 @@ def _client(scheduler: str | None, workers: int | None, threads_per_worker: int 
             cluster.close()
 
 
-def _collect(futures: dict, jobs: list[tuple[Path, Path]], reasons: dict[int, str | None],
-             results: dict[int, SceneResult], bar) -> None:
-    """Put each scene's result in ``results`` as it finishes (a lost worker's scene as failed)."""
-    from distributed import as_completed
+def _worker_environ():
+    """dask's environment for new worker processes, less its ``MALLOC_TRIM_THRESHOLD_=65536``:
+    with it glibc hands every large tensor back to the OS and the next one page-faults in again,
+    which cost the default model 1.6x the CPU time per tile in a worker (3x the page faults;
+    448-pixel scene, one thread, two runs each way; README, "One large scene on a Dask cluster")."""
+    import dask
 
-    for fut in as_completed(list(futures)):
-        i = futures[fut]
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
+
+
+def _run(client, n_workers: int, threads: int | None, quiet: bool, jobs: list[tuple[Path, Path]], todo: list[int],
+         reasons: dict[int, str | None], results: dict[int, SceneResult], bar, how: dict) -> None:
+    """Run the scenes ``todo`` (whole, and split into parts once fewer are left than workers,
+    :class:`rsisr.distributed.scenes.BatchRun`); each result goes into ``results`` as it ends."""
+    from rsisr.distributed.prepare import draft
+    from rsisr.distributed.scenes import BatchRun
+
+    options = how["options"]
+
+    def spread(i: int) -> dict:
+        return {} if how["spreads"] is None else {"uncertainty": str(how["spreads"][i])}
+
+    def submit_scene(i: int):
         src, dst = jobs[i]
-        try:
-            res = fut.result()
-        except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after repeated worker deaths
-            res = SceneResult(str(src), str(dst), "failed", 0.0, f"{type(exc).__name__}: {exc}")
-            remove_stale(dst.parent)  # the dead workers' temporary files
+        return client.submit(how["scene_fn"] or upscale_scene, str(src), str(dst), model=how["model"],
+                             overwrite=how["overwrite"], threads=threads, quiet=quiet, retries=how["retries"],
+                             pure=False, key=f"rsisr-scene-{i}-{time.time_ns()}", **spread(i), **options)
+
+    def draft_scene(i: int):
+        src, dst = jobs[i]
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        with _quiet(quiet):
+            return draft(src, dst, how["model"], overwrite=True, **spread(i), **options)
+
+    def done(i: int, res: SceneResult) -> None:
         if res.reason is None:
             res.reason = reasons[i]
         results[i] = res
         if bar is not None:
             bar.update(1)
-    if bar is not None:
-        bar.close()
+
+    batch = BatchRun(client, n_workers, submit_scene=submit_scene, draft_scene=draft_scene, done=done, scenes=jobs,
+                     retries=how["retries"], threads=threads, quiet=quiet, part_size=how["part_size"],
+                     split=how["scene_fn"] is None)  # a caller's own scene function sees every scene whole
+    try:
+        batch.run(todo)
+    except BaseException:
+        batch.cancel()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _bar(progress: bool, total: int, initial: int):
