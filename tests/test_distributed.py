@@ -386,3 +386,17 @@ def test_unreachable_scheduler_is_one_line(geotiff_dir, tmp_path):
     one_line_error(rsisr_cli(["upscale", geotiff_dir / NODATA, "-o", tmp_path / "o.tif", "--scheduler",
                               f"tcp://127.0.0.1:{free_port()}"]), "cannot reach the Dask scheduler")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_workers_prints_no_dask_chatter(geotiff_dir, tiny_model_file, tmp_path):
+    """A fresh `rsisr upscale --workers 1` process (dask not yet imported) prints nothing but the
+    progress: dask's cluster start-up and shutdown INFO lines stay hidden without -v."""
+    src = geotiff_dir / MASKED
+    out = tmp_path / "out.tif"
+    cmd = [sys.executable, "-c", "from rsisr_cli.main import cli; cli()", "upscale", str(src), "-o", str(out),
+           "--model", str(tiny_model_file), "--tile", "64", "--overlap", "8", "--bounds",
+           *map(str, _bounds(src, Window(600, 100, 40, 40))), "--workers", "1", "--threads-per-worker", "1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    assert "INFO" not in done.stdout + done.stderr and "distributed" not in done.stdout + done.stderr

@@ -174,6 +174,8 @@ def _dask_log_levels() -> bool:
     dask.distributed logs cluster start-up and shutdown at INFO, and races at shutdown (a
     worker's last heartbeat) at ERROR: INFO shows with -v, ERROR by default, nothing with -q.
     """
+    import distributed  # noqa: F401  (importing it sets its loggers from dask's config: set ours after)
+
     level = log.getEffectiveLevel()
     quiet = level > logging.WARNING
     logging.getLogger("distributed").setLevel(logging.INFO if level <= logging.INFO else
