@@ -234,23 +234,18 @@ def test_default_model_std_is_positive_on_a_real_raster(geotiff_dir):
 
 def test_two_tilings_of_an_ensemble_differ_within_the_single_sample_tolerance(geotiff_dir):
     """test_default_model's tolerance for single samples, held by an ensemble of the shipped
-    model: tiles of 64 and 96 give means that differ by at most 1/255 on average, by less than a
-    quarter of what two single seeds differ, with no row or column standing out (no seam); their
-    std maps agree about as well, relative to the std itself. Measured (3 samples, bf16): means
-    0.27/255 apart (single seeds 2.25), worst row 1.01, column 0.86; stds 0.13/255 apart (mean
-    std 1.43/255)."""
+    model: tiles of 64 and 96 give means that differ by at most 1/255 on average, with no row or
+    column beyond 2/255 (no seam); their std maps agree within a quarter of the std itself.
+    Measured with the issue-19 model (3 samples, bf16): means 0.29/255 apart."""
     with rasterio.open(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif") as src:
         img = src.read(window=Window(0, 0, 160, 160)).astype(np.float32) / 255
     model = rsisr.load_model().eval()
     run = dict(overlap=16, device="cpu", seed=1, precision="auto")  # bf16 where native: 2.3x faster here
-    b = upscale_array(img, model, tile=96, **run)
-    c = upscale_array(img, model, tile=96, **{**run, "seed": 2})
-    seeds = np.abs(b - c).mean() * 255
     m64, s64 = upscale_array(img, model, tile=64, ensemble=3, uncertainty=True, **run)
     m96, s96 = upscale_array(img, model, tile=96, ensemble=3, uncertainty=True, **run)
     diff = np.abs(m64 - m96).mean(axis=0) * 255
-    assert diff.mean() <= 1.0 and diff.mean() < seeds / 4, (diff.mean(), seeds)
-    assert max(diff.mean(axis=1).max(), diff.mean(axis=0).max()) < seeds, (diff, seeds)
+    assert diff.mean() <= 1.0, diff.mean()
+    assert max(diff.mean(axis=1).max(), diff.mean(axis=0).max()) <= 2.0, diff
     assert np.abs(s64 - s96).mean() < 0.25 * s96.mean(), (np.abs(s64 - s96).mean() * 255, s96.mean() * 255)
 
 

@@ -96,10 +96,15 @@ def test_default_model_recipe_resolves():
     dec = tc.resolve("ae", files=[decoder], flags={"ae.lcm": "runs/default_lcm/model.safetensors"})
     assert (dec.ae.max_steps, dec.ae.lr, dec.ae.adv_weight, dec.ae.perceptual_weight, dec.data.crop) == \
         (DECODER_STEPS, 5e-5, 0.0, 0.2, 128)
+    e2e = tc.resolve("ae", files=[tc.load_config_file(examples / "train_default_e2e.yaml")],
+                     flags={"ae.lcm": "runs/default_dec/model.safetensors"})
+    assert (e2e.ae.max_steps, e2e.ae.lr, e2e.ae.adv_weight, e2e.ae.perceptual_weight, e2e.ae.lcm_unet) == \
+        (E2E_STEPS, 5e-5, 0.0, 0.5, True)
 
 
-#: Stage 3 steps of the shipped default model (README, "Default model").
-DECODER_STEPS = 600
+#: Stage 3 and stage 4 steps of the shipped default model (README, "Default model").
+DECODER_STEPS = 800
+E2E_STEPS = 900
 
 
 def test_hr_scales_are_validated():
