@@ -45,7 +45,10 @@ class RsisrGroup(click.Group):
             formatter.write_dl(rows)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from rsisr.malloc import keep_freed_memory
         from rsisr.rasterio_io import undecodable_gdal_messages
+
+        keep_freed_memory()  # 1.2-1.3x faster tiles: no page faults for every tile's activations
 
         previous = _on_sigterm(_sigterm_as_sigint)
         try:
