@@ -72,6 +72,19 @@ def test_config_differences_ignore_run_and_length():
     assert [d[0] for d in tc.config_differences(a, c)] == ["ae.kl_weight"]
 
 
+def test_config_differences_same_folder_behind_a_symlink(tmp_path):
+    """A run resumed after its folders moved behind a symlink (or named by another path to the
+    same place) resumes; another folder is still a difference."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    a = tc.resolve("ae", flags={"data.train": str(tmp_path / "data")}).to_dict()
+    b = tc.resolve("ae", flags={"data.train": str(tmp_path / "link")}).to_dict()
+    assert tc.config_differences(a, b) == []
+    c = tc.resolve("ae", flags={"data.train": str(tmp_path / "other")}).to_dict()
+    assert [d[0] for d in tc.config_differences(a, c)] == ["data.train"]
+
+
 def test_example_config_resolves():
     from pathlib import Path
 

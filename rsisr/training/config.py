@@ -18,6 +18,7 @@ it. A key without a section is accepted where exactly one section has it (``crop
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import math
 import typing
@@ -305,9 +306,19 @@ def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> lis
     for key in sorted(set(a) | set(b)):
         if key.startswith(RESUMABLE_CHANGES) or key == "model.preset":
             continue
-        if _norm(a.get(key)) != _norm(b.get(key)):
+        if _norm(a.get(key)) != _norm(b.get(key)) and not _same_file(a.get(key), b.get(key)):
             diffs.append((key, a.get(key), b.get(key)))
     return diffs
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    """Two path settings that name one file or folder (a run moved behind a symlink, say)."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _norm(value: Any) -> Any:
