@@ -70,7 +70,8 @@ class AETrainer(Trainer):
                     m.to(memory_format=torch.channels_last)
         params = [p for p in self.ae.parameters() if p.requires_grad]
         if self.lcm is not None and s.lcm_unet:
-            params += [p for p in self.lcm.parameters() if p.requires_grad and all(p is not q for q in params)]
+            seen = {id(p) for p in params}
+            params += [p for p in self.lcm.parameters() if p.requires_grad and id(p) not in seen]
         self.opt = torch.optim.Adam(params, lr=s.lr, betas=tuple(s.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.disc_lr or s.lr, betas=tuple(s.betas))
         self.models = {"ae": self.ae, "disc": self.disc}
