@@ -8,7 +8,10 @@ spent in the kernel. :func:`keep_freed_memory` makes glibc serve them from its h
 is freed (``mallopt``: ``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` 2**31 - 1): 0.17 M faults, 1.3 s
 of system time instead of 6, 1.2-1.3x less wall time, about 100 MB more peak memory
 (``README.md``, Speed). The ``rsisr`` command calls it at start; Python scripts may call it
-first thing. Linux with glibc only; elsewhere, or with ``RSISR_MALLOC=default``, nothing changes.
+first thing. rsisr's Dask tasks (a scene of ``rsisr batch``, a part of a split scene) call
+:func:`keep_freed_memory_in_dask_worker` first, so workers, rsisr's own or a cluster's, get it
+too (``benchmarks/worker_malloc.py``). Linux with glibc only; elsewhere, or with
+``RSISR_MALLOC=default`` (on the workers), nothing changes.
 """
 
 from __future__ import annotations
@@ -33,3 +36,15 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def keep_freed_memory_in_dask_worker() -> bool:
+    """:func:`keep_freed_memory` when this process is a Dask worker; True if it was set. Outside
+    a worker (a Python script calling ``upscale_scene`` itself) the process is left alone."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):  # no distributed, or not in a worker
+        return False
+    return keep_freed_memory()

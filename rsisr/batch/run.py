@@ -67,11 +67,13 @@ def upscale_scene(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
     than an exception, so ``client.map(upscale_scene, inputs, outputs)`` never loses a batch.
     ``quiet``: no warnings from this scene (``rsisr batch -q``).
     """
+    from rsisr import malloc
     from rsisr.errors import RsisrError
     from rsisr.rasterio_io import undecodable_gdal_messages
     from rsisr.upscale import upscale_file
 
     t0 = time.perf_counter()
+    malloc.keep_freed_memory_in_dask_worker()
     with _quiet(quiet):
         reason = "--overwrite" if overwrite and Path(dst).exists() else None
         try:

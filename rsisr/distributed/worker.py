@@ -99,6 +99,7 @@ def part_profiles(job: PartJob, part: Part) -> list[dict]:
 def run_part(job: PartJob, index: int, model=None) -> PartStats:
     """Compute part ``index`` of ``job`` into its part files (atomic, together). ``model``: the
     client's model object, or None to use ``job.model`` (a file, or the default)."""
+    from rsisr import malloc
     from rsisr.batch.run import _quiet
     from rsisr.gdal_env import gdal_env, remote_config
     from rsisr.rasterio_io import open_raster, undecodable_gdal_messages
@@ -107,6 +108,7 @@ def run_part(job: PartJob, index: int, model=None) -> PartStats:
     from rsisr.upscale.source import RasterSource
 
     t0, c0 = time.perf_counter(), time.thread_time()
+    malloc.keep_freed_memory_in_dask_worker()
     part, plan = job.parts[index], job.plan
     with _quiet(job.quiet), undecodable_gdal_messages(), gdal_env(**remote_config(job.src)):
         if job.threads:
