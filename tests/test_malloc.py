@@ -2,33 +2,25 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 PROBE = """
-import ctypes, ctypes.util, resource, sys
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
+import sys
+sys.path.insert(0, sys.argv[2])
+from test_malloc import _probe_faults
 if sys.argv[1] == "tuned":
     from rsisr.malloc import keep_freed_memory
     assert keep_freed_memory()
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-def touch(size=64 * 2**20):  # 64 MB, above any mmap threshold, written like an activation
-    p = libc.malloc(size)
-    ctypes.memset(p, 1, size)
-    libc.free(p)
-touch()
-before = faults()
-for _ in range(4):
-    touch()
-print(faults() - before)
+print(_probe_faults())
 """
 
 
 def _probe_faults() -> int:
-    """PROBE's untuned count, run where it is called (a Dask worker, by ``client.run``)."""
+    """Minor page faults of writing and freeing 64 MB four times (4 x 16,384 pages, above any
+    mmap threshold, like an activation), in the process that calls it: PROBE's subprocess, or a
+    Dask worker by ``client.run``."""
     import ctypes
     import ctypes.util
     import resource
@@ -50,7 +42,8 @@ def _probe_faults() -> int:
 
 
 def _faults(mode: str, env=None) -> int:
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, timeout=120)
+    here = str(Path(__file__).resolve().parent)
+    done = subprocess.run([sys.executable, "-c", PROBE, mode, here], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     return int(done.stdout)
 

@@ -18,9 +18,9 @@ it. A key without a section is accepted where exactly one section has it (``crop
 from __future__ import annotations
 
 import dataclasses
-import os
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,8 +312,9 @@ def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> lis
 
 
 def _same_file(a: Any, b: Any) -> bool:
-    """Two path settings that name one file or folder (a run moved behind a symlink, say)."""
-    if not (isinstance(a, str) and isinstance(b, str)):
+    """Two path settings (stored absolute) that name one file or folder (a run moved behind a
+    symlink, say)."""
+    if not (isinstance(a, str) and isinstance(b, str) and os.path.isabs(a) and os.path.isabs(b)):
         return False
     try:
         return os.path.samefile(a, b)
