@@ -2,7 +2,8 @@
 # Reproduce rsisr's bundled default model (rsisr/weights/default.safetensors) from the repository
 # root, on one thread in the background if you like: the `small` preset on ../shared/data/train,
 # validated on ../shared/data/val. See examples/train_default.yaml,
-# examples/train_default_decoder.yaml, examples/train_default_e2e.yaml and the model card in README.md. Rerun the same command after
+# examples/train_default_decoder.yaml, examples/train_default_e2e.yaml,
+# examples/train_default_gan.yaml and the model card in README.md. Rerun the same command after
 # any interruption: each stage resumes from its last checkpoint (RUNS must survive between runs).
 # bf16 (--precision auto on a CPU with native bf16) rounds differently from fp32, so another CPU
 # trains a model of the same recipe, not bit-identical weights.
@@ -27,10 +28,15 @@ args() { [ -f "$1/config.yaml" ] || echo "--data $DATA --val $VAL"; }
 [ -f "$RUNS/default_dec/model.safetensors" ] ||
   rsisr train ae $(args "$RUNS/default_dec") --out "$RUNS/default_dec" --lcm "$RUNS/default_lcm" \
     --config examples/train_default_decoder.yaml "${common[@]}" $(resume "$RUNS/default_dec")
-# Stage 4: CondNet, UNet and decoder end to end on the model's own one-step output (L1 + 0.5 LPIPS(VGG)).
+# Stage 4: CondNet, UNet and decoder end to end on the model's own one-step output (L1 + 0.5 LPIPS(VGG)),
+# 1950 steps.
 [ -f "$RUNS/default_e2e/model.safetensors" ] ||
   rsisr train ae $(args "$RUNS/default_e2e") --out "$RUNS/default_e2e" --lcm "$RUNS/default_dec" \
     --config examples/train_default_e2e.yaml "${common[@]}" $(resume "$RUNS/default_e2e")
+# Stage 5: the same from stage 4's end, with L1 + 1.0 LPIPS(VGG) + PatchGAN (adaptive, 0.1), 250 steps.
+[ -f "$RUNS/default_gan/model.safetensors" ] ||
+  rsisr train ae $(args "$RUNS/default_gan") --out "$RUNS/default_gan" --lcm "$RUNS/default_e2e" \
+    --config examples/train_default_gan.yaml "${common[@]}" $(resume "$RUNS/default_gan")
 mkdir -p rsisr/weights
-cp "$RUNS/default_e2e/model.safetensors" rsisr/weights/default.safetensors
+cp "$RUNS/default_gan/model.safetensors" rsisr/weights/default.safetensors
 rsisr info

@@ -19,7 +19,7 @@ from rsisr.models.unet import UNet
 #: The bundled default model (README, "Default model": the model card and its recipe).
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
 #: sha256 of the bundled default model file, as released.
-DEFAULT_MODEL_SHA256 = "941545cb0c9fe21c1a2cd1f24c18859192c0272e124631541b9c20d0e39919b7"
+DEFAULT_MODEL_SHA256 = "aa7305a5619aa89f5744303deabf61daf952f9f3d82fce798419ce05f3ba6c2e"
 
 
 def _config(preset: str | ModelConfig) -> ModelConfig:

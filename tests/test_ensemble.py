@@ -11,6 +11,7 @@ from rasterio.windows import Window
 
 import rsisr
 from rsisr.errors import ConfigError, InputError
+from rsisr.evaluation.calibration import spearman
 from rsisr.noise import sample_seeds, scene_noise, tile_noises
 from rsisr.standins import ConvX4, NearestX4, NoiseX4
 from rsisr.upscale import ArraySink, ArraySource, EnsembleUpscaler, TiledUpscaler, make_engine, upscale_array
@@ -223,20 +224,24 @@ def upscale_image_std(raw, scale):
 
 
 def test_default_model_std_is_positive_on_a_real_raster(geotiff_dir):
-    """The shipped LCMSR: two samples differ at nearly every pixel, by a few 8-bit levels."""
+    """The shipped LCMSR: two samples differ at nearly every pixel, and the std is in the output's
+    8-bit levels (not 0-1 units: those would be 255 times smaller). The issue-19 models lean little
+    on the noise: mean std 0.14 levels on this crop with the stage-5 model."""
     with rasterio.open(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif") as src:
         crop = src.read(window=Window(100, 40, 64, 64)).transpose(1, 2, 0)
     model = rsisr.load_model()
     mean, std = model.upscale(crop, seed=0, ensemble=2, uncertainty=True, tile=64)
     assert (std > 0).mean() > 0.95
-    assert 0.2 < float(std.mean()) < 20, float(std.mean())
+    assert 0.05 < float(std.mean()) < 20, float(std.mean())
 
 
 def test_two_tilings_of_an_ensemble_differ_within_the_single_sample_tolerance(geotiff_dir):
     """test_default_model's tolerance for single samples, held by an ensemble of the shipped
     model: tiles of 64 and 96 give means that differ by at most 1/255 on average, with no row or
-    column beyond 2/255 (no seam); their std maps agree within a quarter of the std itself.
-    Measured with the issue-19 model (3 samples, bf16): means 0.29/255 apart."""
+    column beyond 2/255 (no seam); their std maps agree within 0.4 of the std itself and rank the
+    pixels alike. Measured (3 samples, bf16): the stage-4 model's std maps 0.22 of its std apart
+    (std 0.25/255), Spearman 0.92; the stage-5 model's 0.30 (std 0.20/255: the tiling's share grows
+    as the model leans less on the noise), Spearman 0.88."""
     with rasterio.open(geotiff_dir / "usgs_hro_colorado_rgb_u8_26913_0.15m.tif") as src:
         img = src.read(window=Window(0, 0, 160, 160)).astype(np.float32) / 255
     model = rsisr.load_model().eval()
@@ -246,7 +251,8 @@ def test_two_tilings_of_an_ensemble_differ_within_the_single_sample_tolerance(ge
     diff = np.abs(m64 - m96).mean(axis=0) * 255
     assert diff.mean() <= 1.0, diff.mean()
     assert max(diff.mean(axis=1).max(), diff.mean(axis=0).max()) <= 2.0, diff
-    assert np.abs(s64 - s96).mean() < 0.25 * s96.mean(), (np.abs(s64 - s96).mean() * 255, s96.mean() * 255)
+    assert np.abs(s64 - s96).mean() < 0.4 * s96.mean(), (np.abs(s64 - s96).mean() * 255, s96.mean() * 255)
+    assert spearman(s64.ravel(), s96.ravel()) > 0.8
 
 
 def test_in_memory_uncertainty_of_multispectral_images():

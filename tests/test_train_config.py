@@ -113,11 +113,16 @@ def test_default_model_recipe_resolves():
                      flags={"ae.lcm": "runs/default_dec/model.safetensors"})
     assert (e2e.ae.max_steps, e2e.ae.lr, e2e.ae.adv_weight, e2e.ae.perceptual_weight, e2e.ae.lcm_unet) == \
         (E2E_STEPS, 5e-5, 0.0, 0.5, True)
+    gan = tc.resolve("ae", files=[tc.load_config_file(examples / "train_default_gan.yaml")],
+                     flags={"ae.lcm": "runs/default_e2e/model.safetensors"})
+    assert (gan.ae.max_steps, gan.ae.lr, gan.ae.disc_start, gan.ae.adv_weight, gan.ae.perceptual_weight,
+            gan.ae.lcm_unet, gan.data.hr_scales) == (GAN_STEPS, 5e-5, 0, 0.1, 1.0, True, (1, 2))
 
 
-#: Stage 3 and stage 4 steps of the shipped default model (README, "Default model").
+#: Stage 3, 4 and 5 steps of the shipped default model (README, "Default model").
 DECODER_STEPS = 800
-E2E_STEPS = 900
+E2E_STEPS = 1950
+GAN_STEPS = 250
 
 
 def test_hr_scales_are_validated():
